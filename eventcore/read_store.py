@@ -1,0 +1,157 @@
+"""The read-store interfaces: documents in named collections, found by key or through secondary
+indexes, with each projection's checkpoint kept beside them.
+
+A collection declares its indexes; an index matches some fields for equality and orders by one
+more field, newest (largest) first, with the document key as tie-breaker. Pages continue from a
+cursor (the last document's order value and key), so a page boundary stays put while new
+documents arrive.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+Document = dict[str, Any]
+Cursor = tuple[Any, str]  # (order-by value, key) of the last document on a page
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    equals: tuple[str, ...]
+    order_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    name: str
+    indexes: tuple[Index, ...] = ()
+
+    def index(self, name: str) -> Index:
+        for index in self.indexes:
+            if index.name == name:
+                return index
+        raise KeyError(f"collection {self.name} has no index {name!r}")
+
+    @property
+    def indexed_fields(self) -> tuple[str, ...]:
+        fields: list[str] = []
+        for index in self.indexes:
+            for field in (*index.equals, index.order_by):
+                if field not in fields:
+                    fields.append(field)
+        return tuple(fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    documents: list[Document]
+    next_cursor: Cursor | None  # None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    name: str
+    version: int
+    position: int
+    updated_at_us: int
+
+
+class ReadView(ABC):
+    """Read-only access to a consistent snapshot: documents and checkpoints from the same moment."""
+
+    @abstractmethod
+    def get(self, collection: Collection, key: str) -> Document | None: ...
+
+    @abstractmethod
+    def page(
+        self,
+        collection: Collection,
+        index: str,
+        equals: Sequence[Any],
+        after: Cursor | None,
+        limit: int,
+    ) -> Page: ...
+
+    @abstractmethod
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    def position(self, projection: str) -> int:
+        """The position up to which `projection` has applied events (0 before it ran)."""
+        for checkpoint in self.checkpoints():
+            if checkpoint.name == projection:
+                return checkpoint.position
+        return 0
+
+
+class ReadStoreReader(ABC):
+    """Opens snapshots; what the query side holds."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[ReadView]: ...
+
+    def close(self) -> None:
+        """Release the underlying resources; the default holds none."""
+
+
+class UnitOfWork(ABC):
+    """One projector transaction: document changes plus the checkpoints that cover them."""
+
+    @abstractmethod
+    def get(self, collection: Collection, key: str) -> Document | None:
+        """The document as this transaction sees it (its own writes included)."""
+
+    @abstractmethod
+    def put(self, collection: Collection, key: str, document: Document) -> None: ...
+
+    @abstractmethod
+    def delete(self, collection: Collection, key: str) -> None: ...
+
+    @abstractmethod
+    def set_checkpoint(self, projection: str, version: int, position: int) -> None: ...
+
+
+class ReadStoreWriter(ABC):
+    """The projector's side: one writing process per store."""
+
+    @abstractmethod
+    def checkpoints(self) -> dict[str, Checkpoint]: ...
+
+    @abstractmethod
+    def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
+        """(Re)create a projection's collections empty, at checkpoint 0 and the given version."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """Everything written inside commits together, or not at all when the block raises."""
+
+    @abstractmethod
+    def reader(self) -> ReadStoreReader:
+        """A reader over the same store (for tests and tools)."""
+
+    def close(self) -> None:
+        """Release the underlying resources; the default holds none."""
+
+
+def sorted_page(
+    documents: Iterator[tuple[str, Document]], index: Index, equals: Sequence[Any], after: Cursor | None,
+    limit: int,
+) -> Page:
+    """The reference paging semantics, for stores without a query engine."""
+    matching = [
+        (doc[index.order_by], key, doc)
+        for key, doc in documents
+        if all(doc.get(field) == value for field, value in zip(index.equals, equals, strict=True))
+    ]
+    matching.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    if after is not None:
+        matching = [item for item in matching if (item[0], item[1]) < tuple(after)]
+    chosen = matching[: limit + 1]
+    more = len(chosen) > limit
+    chosen = chosen[:limit]
+    cursor = (chosen[-1][0], chosen[-1][1]) if more and chosen else None
+    return Page([doc for _, _, doc in chosen], cursor)

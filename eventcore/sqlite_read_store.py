@@ -1,0 +1,290 @@
+"""The read store as one SQLite file: a table per collection, an index per declared index.
+
+The checkpoint table comes from numbered migrations (migrations/read_store/). Collection tables are
+derived from their declarations and belong to a projection: when the projection's version changes
+they are dropped and rebuilt by replaying the log, which is how read models change shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from eventcore.read_store import (
+    Checkpoint,
+    Collection,
+    Cursor,
+    Document,
+    Page,
+    ReadStoreReader,
+    ReadStoreWriter,
+    ReadView,
+    UnitOfWork,
+)
+from eventcore.sqlite_event_store import format_timestamp
+from eventcore.sqlite_support import (
+    Synchronous,
+    WriterLock,
+    latest_version,
+    migrate,
+    open_for_writing,
+    open_read_only,
+    schema_version,
+)
+
+SCHEMA = "read_store"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _table(collection: Collection) -> str:
+    if not _NAME.match(collection.name):
+        raise ValueError(f"collection name {collection.name!r} must be lower_snake_case")
+    return f"rm_{collection.name}"
+
+
+def _column(field: str) -> str:
+    if not _NAME.match(field):
+        raise ValueError(f"indexed field {field!r} must be lower_snake_case")
+    return f"f_{field}"
+
+
+def _parse_timestamp(text: str) -> int:
+    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+class _Statements:
+    """The SQL of one collection, built once from its declaration."""
+
+    def __init__(self, collection: Collection) -> None:
+        table = _table(collection)
+        fields = collection.indexed_fields
+        columns = ", ".join(["key", *(_column(f) for f in fields), "doc"])
+        marks = ", ".join("?" * (len(fields) + 2))
+        self.fields = fields
+        self.upsert = f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})"
+        self.delete = f"DELETE FROM {table} WHERE key = ?"
+        self.get = f"SELECT doc FROM {table} WHERE key = ?"
+        self.create = [
+            f"CREATE TABLE {table} (key TEXT PRIMARY KEY, "
+            + "".join(f"{_column(f)}, " for f in fields)
+            + "doc TEXT NOT NULL)"
+        ]
+        self.pages: dict[str, tuple[str, str]] = {}
+        for index in collection.indexes:
+            equals = [_column(f) for f in index.equals]
+            order = _column(index.order_by)
+            self.create.append(
+                f"CREATE INDEX ix_{collection.name}_{index.name} ON {table} "
+                f"({', '.join([*equals, order + ' DESC', 'key DESC'])})"
+            )
+            where = " AND ".join(f"{c} = ?" for c in equals) or "1"
+            select = f"SELECT {order}, key, doc FROM {table} WHERE {where}"
+            tail = f" ORDER BY {order} DESC, key DESC LIMIT ?"
+            self.pages[index.name] = (
+                select + tail,
+                select + f" AND ({order}, key) < (?, ?)" + tail,
+            )
+        self.drop = f"DROP TABLE IF EXISTS {table}"
+
+
+_statement_cache: dict[Collection, _Statements] = {}
+
+
+def statements(collection: Collection) -> _Statements:
+    found = _statement_cache.get(collection)
+    if found is None:
+        found = _statement_cache[collection] = _Statements(collection)
+    return found
+
+
+class _SQLiteView(ReadView):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._loads = json.JSONDecoder().decode
+
+    def get(self, collection: Collection, key: str) -> Document | None:
+        row = self._connection.execute(statements(collection).get, (key,)).fetchone()
+        return self._loads(row[0]) if row else None
+
+    def page(
+        self,
+        collection: Collection,
+        index: str,
+        equals: Sequence[Any],
+        after: Cursor | None,
+        limit: int,
+    ) -> Page:
+        first, following = statements(collection).pages[index]
+        if after is None:
+            rows = self._connection.execute(first, (*equals, limit + 1)).fetchall()
+        else:
+            rows = self._connection.execute(following, (*equals, *after, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = (rows[-1][0], rows[-1][1]) if more else None
+        loads = self._loads
+        return Page([loads(row[2]) for row in rows], cursor)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._connection.execute(
+            "SELECT name, version, position, updated_at FROM projections ORDER BY name"
+        ).fetchall()
+        return [Checkpoint(name, v, p, _parse_timestamp(at)) for name, v, p, at in rows]
+
+    def position(self, projection: str) -> int:
+        row = self._connection.execute(
+            "SELECT position FROM projections WHERE name = ?", (projection,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def explain_page(self, collection: Collection, index: str, equals: Sequence[Any], paged: bool) -> str:
+        """SQLite's query plan for a page query (tests use it to prove an index serves it)."""
+        first, following = statements(collection).pages[index]
+        sql, args = (following, (*equals, 0, "", 1)) if paged else (first, (*equals, 1))
+        rows = self._connection.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
+        return "\n".join(str(row[-1]) for row in rows)
+
+
+class SQLiteReadStoreReader(ReadStoreReader):
+    """Read-only access; fails to open until the projector has created the file's schema."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._view = _SQLiteView(connection)
+
+    @classmethod
+    def open(cls, path: str | Path) -> SQLiteReadStoreReader:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"read database {path} does not exist yet")
+        connection = open_read_only(path)
+        if schema_version(connection) < latest_version(SCHEMA):
+            connection.close()
+            raise FileNotFoundError(f"read database {path} is not initialised yet")
+        return cls(connection)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_SQLiteView]:
+        self._connection.execute("BEGIN")
+        try:
+            yield self._view
+        finally:
+            self._connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _SQLiteUnitOfWork(UnitOfWork):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._changes: dict[Collection, dict[str, Document | None]] = {}
+        self._checkpoints: dict[str, tuple[int, int]] = {}
+        self._loads = json.JSONDecoder().decode
+
+    def get(self, collection: Collection, key: str) -> Document | None:
+        changes = self._changes.get(collection)
+        if changes is not None and key in changes:
+            return changes[key]
+        row = self._connection.execute(statements(collection).get, (key,)).fetchone()
+        return self._loads(row[0]) if row else None
+
+    def put(self, collection: Collection, key: str, document: Document) -> None:
+        changes = self._changes.get(collection)
+        if changes is None:
+            changes = self._changes[collection] = {}
+        changes[key] = document
+
+    def delete(self, collection: Collection, key: str) -> None:
+        self._changes.setdefault(collection, {})[key] = None
+
+    def set_checkpoint(self, projection: str, version: int, position: int) -> None:
+        self._checkpoints[projection] = (version, position)
+
+    def flush(self) -> None:
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        for collection, changes in self._changes.items():
+            sql = statements(collection)
+            fields = sql.fields
+            upserts = [
+                (key, *(doc[f] for f in fields), dumps(doc))
+                for key, doc in changes.items()
+                if doc is not None
+            ]
+            deletes = [(key,) for key, doc in changes.items() if doc is None]
+            if upserts:
+                self._connection.executemany(sql.upsert, upserts)
+            if deletes:
+                self._connection.executemany(sql.delete, deletes)
+        now = format_timestamp(time.time_ns() // 1000)
+        self._connection.executemany(
+            "INSERT INTO projections (name, version, position, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
+            " position = excluded.position, updated_at = excluded.updated_at",
+            [(name, v, p, now) for name, (v, p) in self._checkpoints.items()],
+        )
+
+
+class SQLiteReadStoreWriter(ReadStoreWriter):
+    def __init__(self, connection: sqlite3.Connection, path: Path, lock: WriterLock | None) -> None:
+        self._connection = connection
+        self._path = path
+        self._lock = lock
+
+    @classmethod
+    def open(cls, path: str | Path, synchronous: Synchronous = Synchronous.NORMAL) -> SQLiteReadStoreWriter:
+        """Create or upgrade the file and take the writer lock.
+
+        NORMAL is safe here: the checkpoint commits with the rows, so a commit lost to a power
+        failure is simply projected again from the event store.
+        """
+        lock = WriterLock.acquire(path)
+        try:
+            connection = open_for_writing(path, synchronous)
+            migrate(connection, SCHEMA)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(connection, Path(path), lock)
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        rows = self._connection.execute(
+            "SELECT name, version, position, updated_at FROM projections"
+        ).fetchall()
+        return {name: Checkpoint(name, v, p, _parse_timestamp(at)) for name, v, p, at in rows}
+
+    def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
+        with self.transaction() as work:
+            for collection in collections:
+                sql = statements(collection)
+                self._connection.execute(sql.drop)
+                for statement in sql.create:
+                    self._connection.execute(statement)
+            work.set_checkpoint(projection, version, 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        self._connection.execute("BEGIN IMMEDIATE")
+        work = _SQLiteUnitOfWork(self._connection)
+        try:
+            yield work
+            work.flush()
+        except BaseException:
+            self._connection.execute("ROLLBACK")
+            raise
+        self._connection.execute("COMMIT")
+
+    def reader(self) -> SQLiteReadStoreReader:
+        return SQLiteReadStoreReader.open(self._path)
+
+    def close(self) -> None:
+        self._connection.close()
+        if self._lock is not None:
+            self._lock.release()

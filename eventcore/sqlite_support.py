@@ -1,0 +1,139 @@
+"""The one place that opens SQLite files: pragmas, read-only opening, migrations, the writer lock.
+
+Schemas are numbered SQL files (`migrations/<schema>/NNNN_name.sql`) applied in order at start-up
+and tracked by `PRAGMA user_version`, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Synchronous(str, Enum):
+    """How hard a commit waits for the disk (SQLite `PRAGMA synchronous` in WAL mode)."""
+
+    FULL = "FULL"  # a commit is on disk when it returns: nothing acknowledged is lost
+    NORMAL = "NORMAL"  # a commit may be lost on power failure (not on a process crash)
+    OFF = "OFF"  # for fixtures only
+
+
+class StorageLocked(Exception):
+    """Another process already writes this file."""
+
+
+def open_for_writing(path: str | Path, synchronous: Synchronous = Synchronous.FULL) -> sqlite3.Connection:
+    """A read-write connection in WAL mode, autocommit (transactions are explicit)."""
+    connection = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, cached_statements=256
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous.value}")
+    connection.execute("PRAGMA busy_timeout=5000")
+    # Readers in other processes keep their snapshots; checkpoint often enough to bound the WAL.
+    connection.execute("PRAGMA wal_autocheckpoint=4000")
+    return connection
+
+
+def open_read_only(path: str | Path) -> sqlite3.Connection:
+    """A connection that cannot write: "a query never changes state" is enforced by SQLite itself."""
+    uri = f"file:{Path(path).resolve()}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout=5000")
+    connection.execute("PRAGMA query_only=1")
+    return connection
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    row = connection.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migration_files(schema: str) -> list[Path]:
+    """The numbered migration files of one schema, in order."""
+    files = sorted((MIGRATIONS_DIR / schema).glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    for expected, path in enumerate(files, start=1):
+        if int(path.name[:4]) != expected:
+            raise RuntimeError(f"migration numbers of {schema} must run 0001, 0002, ...: {path.name}")
+    return files
+
+
+def latest_version(schema: str) -> int:
+    return len(migration_files(schema))
+
+
+def migrate(connection: sqlite3.Connection, schema: str) -> int:
+    """Apply the migrations the file has not seen yet; returns the resulting version."""
+    files = migration_files(schema)
+    current = schema_version(connection)
+    if current > len(files):
+        raise RuntimeError(
+            f"database is at {schema} schema version {current}, newer than this code ({len(files)})"
+        )
+    for version, path in enumerate(files[current:], start=current + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(path.read_text()):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        log.info("applied %s migration %s", schema, path.name)
+    return len(files)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (sqlite3.complete_statement knows the grammar)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statement = pending.strip()
+            if statement and statement != ";":
+                statements.append(statement)
+            pending = ""
+    if pending.strip() and not pending.strip().startswith("--"):
+        raise RuntimeError(f"incomplete SQL statement in migration: {pending.strip()[:80]}")
+    return statements
+
+
+@dataclass
+class WriterLock:
+    """An exclusive advisory lock next to a database file: one writing process per file."""
+
+    path: Path
+    handle: IO[str] | None = None
+
+    @classmethod
+    def acquire(cls, database: str | Path) -> WriterLock:
+        lock_path = Path(f"{database}.writer-lock")
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StorageLocked(f"{database} is already opened for writing by another process") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return cls(lock_path, handle)
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None

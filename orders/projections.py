@@ -1,0 +1,205 @@
+"""The two read models: the order view (one document per order, listed by customer and by status)
+and the per-customer summary. Each is a projection with its own checkpoint; the summary keeps its
+own small order lookup so it never depends on the other projection's progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from eventcore.events import RecordedEvent
+from eventcore.projection import Projection
+from eventcore.read_store import Collection, Index, UnitOfWork
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderShipped
+from orders.order import OrderStatus
+
+
+class OrderDocument(TypedDict):
+    order_id: str
+    customer_id: str
+    items: list[list[Any]]  # [product_id, quantity, unit_price]
+    status: str  # an OrderStatus value
+    total: int
+    version: int
+    created_position: int  # orders the lists, newest first
+    created_at: int  # microseconds since the epoch; 0 means "not yet"
+    confirmed_at: int
+    shipped_at: int
+    cancelled_at: int
+    tracking_number: str
+    cancel_reason: str
+
+
+class CustomerDocument(TypedDict):
+    customer_id: str
+    order_count: int
+    pending_count: int
+    confirmed_count: int
+    shipped_count: int
+    cancelled_count: int
+    total_value: int  # of non-cancelled orders
+    last_order_at: int
+
+
+ORDERS = Collection(
+    "orders",
+    indexes=(
+        Index("by_customer", equals=("customer_id",), order_by="created_position"),
+        Index("by_status", equals=("status",), order_by="created_position"),
+    ),
+)
+CUSTOMERS = Collection("customers")
+CUSTOMER_ORDERS = Collection("customer_orders")  # order_id -> customer_id, status, total
+
+ORDER_VIEW_NAME = "order_view"
+CUSTOMER_SUMMARY_NAME = "customer_summary"
+
+
+class ProjectionInconsistency(RuntimeError):
+    """An event refers to an order its read model never saw: the log or the read model is damaged."""
+
+
+def _existing(work: UnitOfWork, collection: Collection, key: str, event: RecordedEvent) -> Any:
+    document = work.get(collection, key)
+    if document is None:
+        raise ProjectionInconsistency(
+            f"event {event.type} at position {event.position} refers to order {key!r},"
+            f" unknown to collection {collection.name}"
+        )
+    return document
+
+
+# -- order view ---------------------------------------------------------------------------------
+
+
+def _order_created(work: UnitOfWork, event: RecordedEvent) -> None:
+    data: OrderCreated = event.data
+    document: OrderDocument = {
+        "order_id": data.order_id,
+        "customer_id": data.customer_id,
+        "items": [[i.product_id, i.quantity, i.unit_price] for i in data.items],
+        "status": OrderStatus.PENDING.value,
+        "total": data.total,
+        "version": event.stream_version,
+        "created_position": event.position,
+        "created_at": event.recorded_at_us,
+        "confirmed_at": 0,
+        "shipped_at": 0,
+        "cancelled_at": 0,
+        "tracking_number": "",
+        "cancel_reason": "",
+    }
+    work.put(ORDERS, data.order_id, dict(document))
+
+
+def _order_confirmed(work: UnitOfWork, event: RecordedEvent) -> None:
+    document = _existing(work, ORDERS, event.data.order_id, event)
+    document.update(
+        status=OrderStatus.CONFIRMED.value, version=event.stream_version, confirmed_at=event.recorded_at_us
+    )
+    work.put(ORDERS, event.data.order_id, document)
+
+
+def _order_shipped(work: UnitOfWork, event: RecordedEvent) -> None:
+    data: OrderShipped = event.data
+    document = _existing(work, ORDERS, data.order_id, event)
+    document.update(
+        status=OrderStatus.SHIPPED.value,
+        version=event.stream_version,
+        shipped_at=event.recorded_at_us,
+        tracking_number=data.tracking_number,
+    )
+    work.put(ORDERS, data.order_id, document)
+
+
+def _order_cancelled(work: UnitOfWork, event: RecordedEvent) -> None:
+    data: OrderCancelled = event.data
+    document = _existing(work, ORDERS, data.order_id, event)
+    document.update(
+        status=OrderStatus.CANCELLED.value,
+        version=event.stream_version,
+        cancelled_at=event.recorded_at_us,
+        cancel_reason=data.reason,
+    )
+    work.put(ORDERS, data.order_id, document)
+
+
+ORDER_VIEW = Projection(
+    ORDER_VIEW_NAME,
+    version=1,
+    collections=(ORDERS,),
+    handlers={
+        OrderCreated: _order_created,
+        OrderConfirmed: _order_confirmed,
+        OrderShipped: _order_shipped,
+        OrderCancelled: _order_cancelled,
+    },
+)
+
+
+# -- customer summary ---------------------------------------------------------------------------
+
+_COUNTER = {
+    OrderStatus.PENDING.value: "pending_count",
+    OrderStatus.CONFIRMED.value: "confirmed_count",
+    OrderStatus.SHIPPED.value: "shipped_count",
+    OrderStatus.CANCELLED.value: "cancelled_count",
+}
+
+
+def empty_customer(customer_id: str) -> CustomerDocument:
+    return {
+        "customer_id": customer_id,
+        "order_count": 0,
+        "pending_count": 0,
+        "confirmed_count": 0,
+        "shipped_count": 0,
+        "cancelled_count": 0,
+        "total_value": 0,
+        "last_order_at": 0,
+    }
+
+
+def _customer_order_created(work: UnitOfWork, event: RecordedEvent) -> None:
+    data: OrderCreated = event.data
+    work.put(
+        CUSTOMER_ORDERS,
+        data.order_id,
+        {"customer_id": data.customer_id, "status": OrderStatus.PENDING.value, "total": data.total},
+    )
+    summary = work.get(CUSTOMERS, data.customer_id) or dict(empty_customer(data.customer_id))
+    summary["order_count"] += 1
+    summary["pending_count"] += 1
+    summary["total_value"] += data.total
+    summary["last_order_at"] = max(summary["last_order_at"], event.recorded_at_us)
+    work.put(CUSTOMERS, data.customer_id, summary)
+
+
+def _status_changer(status: OrderStatus) -> Any:
+    def moved(work: UnitOfWork, event: RecordedEvent) -> None:
+        order = _existing(work, CUSTOMER_ORDERS, event.data.order_id, event)
+        summary = _existing(work, CUSTOMERS, order["customer_id"], event)
+        summary[_COUNTER[order["status"]]] -= 1
+        summary[_COUNTER[status.value]] += 1
+        if status is OrderStatus.CANCELLED:
+            summary["total_value"] -= order["total"]
+        order["status"] = status.value
+        work.put(CUSTOMER_ORDERS, event.data.order_id, order)
+        work.put(CUSTOMERS, order["customer_id"], summary)
+
+    return moved
+
+
+CUSTOMER_SUMMARY = Projection(
+    CUSTOMER_SUMMARY_NAME,
+    version=1,
+    collections=(CUSTOMERS, CUSTOMER_ORDERS),
+    handlers={
+        OrderCreated: _customer_order_created,
+        OrderConfirmed: _status_changer(OrderStatus.CONFIRMED),
+        OrderShipped: _status_changer(OrderStatus.SHIPPED),
+        OrderCancelled: _status_changer(OrderStatus.CANCELLED),
+    },
+)
+
+PROJECTIONS = (ORDER_VIEW, CUSTOMER_SUMMARY)

@@ -1,0 +1,167 @@
+"""The order queries, their input rules and their handlers over the read models."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from eventcore.errors import FieldViolation, InvalidArgument, NotFound
+from eventcore.query_bus import QueryBus, QueryHandler
+from eventcore.read_store import Cursor, ReadView
+from orders.commands import check_id
+from orders.order import OrderStatus
+from orders.projections import (
+    CUSTOMER_SUMMARY_NAME,
+    CUSTOMERS,
+    ORDER_VIEW_NAME,
+    ORDERS,
+    CustomerDocument,
+    OrderDocument,
+    empty_customer,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class GetOrder:
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListOrdersByCustomer:
+    customer_id: str
+    page_size: int = 0  # 0 means DEFAULT_PAGE_SIZE; more than MAX_PAGE_SIZE means MAX_PAGE_SIZE
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListOrdersByStatus:
+    status: OrderStatus | None
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetCustomerSummary:
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[OrderDocument]
+    next_page_token: str  # empty on the last page
+
+
+# -- page tokens: opaque to clients, bound to the list they came from ----------------------------
+
+
+def encode_page_token(list_name: str, key: str, cursor: Cursor) -> str:
+    raw = json.dumps([list_name, key, cursor[0], cursor[1]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, list_name: str, key: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        name, token_key, order_value, last_key = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise _bad_token("is not a page token from this service") from error
+    if (name, token_key) != (list_name, key):
+        raise _bad_token("belongs to a different list")
+    if not isinstance(order_value, int) or not isinstance(last_key, str):
+        raise _bad_token("is not a page token from this service")
+    return order_value, last_key
+
+
+def _bad_token(description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("page_token", description)])
+
+
+def page_size(requested: int) -> int:
+    return DEFAULT_PAGE_SIZE if requested <= 0 else min(requested, MAX_PAGE_SIZE)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _raise(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def validate_get_order(query: GetOrder) -> None:
+    violations: list[FieldViolation] = []
+    check_id("order_id", query.order_id, violations)
+    _raise(violations)
+
+
+def validate_by_customer(query: ListOrdersByCustomer) -> None:
+    violations: list[FieldViolation] = []
+    check_id("customer_id", query.customer_id, violations)
+    _raise(violations)
+    if query.page_token:
+        decode_page_token(query.page_token, "by_customer", query.customer_id)
+
+
+def validate_by_status(query: ListOrdersByStatus) -> None:
+    if query.status is None:
+        raise InvalidArgument([FieldViolation("status", "must name a status, not UNSPECIFIED")])
+    if query.page_token:
+        decode_page_token(query.page_token, "by_status", query.status.value)
+
+
+def validate_customer_summary(query: GetCustomerSummary) -> None:
+    violations: list[FieldViolation] = []
+    check_id("customer_id", query.customer_id, violations)
+    _raise(violations)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
+def get_order(view: ReadView, query: GetOrder) -> OrderDocument:
+    document = view.get(ORDERS, query.order_id)
+    if document is None:
+        raise NotFound(f"order {query.order_id!r} not found")
+    return document  # type: ignore[return-value]
+
+
+def _list(view: ReadView, index: str, key: str, size: int, token: str) -> OrderPage:
+    after = decode_page_token(token, index, key) if token else None
+    page = view.page(ORDERS, index, (key,), after, page_size(size))
+    next_token = encode_page_token(index, key, page.next_cursor) if page.next_cursor else ""
+    documents: Any = page.documents
+    return OrderPage(documents, next_token)
+
+
+def list_by_customer(view: ReadView, query: ListOrdersByCustomer) -> OrderPage:
+    return _list(view, "by_customer", query.customer_id, query.page_size, query.page_token)
+
+
+def list_by_status(view: ReadView, query: ListOrdersByStatus) -> OrderPage:
+    assert query.status is not None  # validated
+    return _list(view, "by_status", query.status.value, query.page_size, query.page_token)
+
+
+def customer_summary(view: ReadView, query: GetCustomerSummary) -> CustomerDocument:
+    """A customer without orders has an all-zero summary: customers exist only through orders."""
+    document: Any = view.get(CUSTOMERS, query.customer_id)
+    return document if document is not None else empty_customer(query.customer_id)
+
+
+def query_bus() -> QueryBus:
+    bus = QueryBus()
+    views = (ORDER_VIEW_NAME,)
+    bus.register(GetOrder, QueryHandler(views, get_order, validate_get_order))
+    bus.register(ListOrdersByCustomer, QueryHandler(views, list_by_customer, validate_by_customer))
+    bus.register(ListOrdersByStatus, QueryHandler(views, list_by_status, validate_by_status))
+    bus.register(
+        GetCustomerSummary,
+        QueryHandler((CUSTOMER_SUMMARY_NAME,), customer_summary, validate_customer_summary),
+    )
+    return bus

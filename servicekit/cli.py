@@ -1,0 +1,75 @@
+"""Command-line conventions shared by the three processes.
+
+Flags come first; an environment variable may supply a flag's default (named in --help). A bad or
+missing flag exits 2 with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from typing import Any, NoReturn
+
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as scripts calling us expect."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def listen_address(text: str) -> str:
+    """HOST:PORT, PORT 0..65535 (0 picks a free port)."""
+    match = _ADDRESS.match(text)
+    if not match or int(match["port"]) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:50051), got {text!r}")
+    return text
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def add_flag(parser: argparse.ArgumentParser, flag: str, env: str, help: str, **kwargs: Any) -> None:
+    """A flag whose default may come from the environment variable `env`; required if neither."""
+    default = os.environ.get(env, kwargs.pop("default", None))
+    required = default is None and kwargs.pop("required", True)
+    shown = f" (env {env}" + (f", default {default})" if default is not None else ")")
+    parser.add_argument(flag, default=default, required=required, help=help + shown, **kwargs)
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    add_flag(
+        parser, "--log-level", "ORDERS_LOG_LEVEL", "logging threshold",
+        default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+
+
+def configure_logging(level: str, process: str) -> None:
+    """stdlib logging to stderr, one line per event."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,1 @@
+"""The write service: takes order commands over gRPC and appends their events to the event store."""

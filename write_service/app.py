@@ -1,0 +1,76 @@
+"""Wiring of the write service: event store, command bus with the order handlers, gRPC server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventcore.command_bus import CommandBus
+from eventcore.sqlite_event_store import SQLiteEventStore
+from eventcore.sqlite_support import Synchronous
+from orders.events import order_codec
+from orders.order import command_handlers
+from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from servicekit.server import ServerHost, wait_for_stop_signal
+from write_service.servicer import OrderCommandServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"].full_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    event_store: Path
+    synchronous: Synchronous = Synchronous.FULL
+    stream_cache_size: int = 10_000
+    grace: float = 10.0
+
+
+def build_bus(store: SQLiteEventStore, stream_cache_size: int) -> CommandBus:
+    bus = CommandBus(store, stream_cache_size=stream_cache_size)
+    for command_type, handler in command_handlers().items():
+        bus.register(command_type, handler)
+    return bus
+
+
+class WriteService:
+    """The write service's parts, startable in-process (tests) or from __main__."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SQLiteEventStore.open(settings.event_store, order_codec(), settings.synchronous)
+        log.info(
+            "event store %s at position %d (synchronous=%s)",
+            settings.event_store, self.store.head_position(), settings.synchronous.value,
+        )
+        self.bus = build_bus(self.store, settings.stream_cache_size)
+        self.host = ServerHost([SERVICE_NAME])
+        orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
+            OrderCommandServicer(self.bus), self.host.server
+        )
+        self._closed = False
+
+    async def start(self) -> str:
+        address = await self.host.start(self.settings.listen)
+        await self.host.set_serving(True)
+        return address
+
+    async def stop(self) -> None:
+        """Finish in-flight commands, then close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.host.stop(self.settings.grace)
+        await self.bus.close()
+        self.store.close()
+
+    async def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop gracefully."""
+        await self.start()
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await self.stop()

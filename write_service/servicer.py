@@ -1,0 +1,121 @@
+"""OrderCommandService: translates protobuf requests to domain commands and results back.
+
+No rules live here: validation and decisions are the domain's, errors map to status codes in
+servicekit.status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eventcore.command_bus import CommandBus, CommandResult
+from eventcore.events import RecordedEvent
+from orders import commands, events
+from orders_api.v1 import orders_pb2 as pb
+from orders_api.v1 import orders_pb2_grpc
+from servicekit.status import grpc_method
+
+
+def _items(request_items: Any) -> tuple[events.OrderItem, ...]:
+    return tuple(events.OrderItem(i.product_id, i.quantity, i.unit_price) for i in request_items)
+
+
+def _expected(request: Any) -> int | None:
+    return request.expected_version if request.HasField("expected_version") else None
+
+
+def timestamp(micros: int) -> Timestamp:
+    seconds, remainder = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=remainder * 1000)
+
+
+def _created(data: events.OrderCreated) -> dict[str, Any]:
+    items = [pb.OrderItem(product_id=i.product_id, quantity=i.quantity, unit_price=i.unit_price)
+             for i in data.items]
+    return {"order_created": pb.OrderCreated(
+        order_id=data.order_id, customer_id=data.customer_id, items=items, total=data.total)}
+
+
+def _confirmed(data: events.OrderConfirmed) -> dict[str, Any]:
+    return {"order_confirmed": pb.OrderConfirmed(order_id=data.order_id)}
+
+
+def _shipped(data: events.OrderShipped) -> dict[str, Any]:
+    return {"order_shipped": pb.OrderShipped(order_id=data.order_id, tracking_number=data.tracking_number)}
+
+
+def _cancelled(data: events.OrderCancelled) -> dict[str, Any]:
+    return {"order_cancelled": pb.OrderCancelled(order_id=data.order_id, reason=data.reason)}
+
+
+_PAYLOAD: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
+    events.OrderCreated: _created,
+    events.OrderConfirmed: _confirmed,
+    events.OrderShipped: _shipped,
+    events.OrderCancelled: _cancelled,
+}
+
+
+def event_message(event: RecordedEvent) -> pb.Event:
+    return pb.Event(
+        position=event.position,
+        event_id=event.event_id,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        type=event.type,
+        recorded_at=timestamp(event.recorded_at_us),
+        command_id=event.command_id,
+        **_PAYLOAD[type(event.data)](event.data),
+    )
+
+
+def reply(result: CommandResult) -> pb.CommandReply:
+    return pb.CommandReply(
+        events=[event_message(e) for e in result.events],
+        position=result.position,
+        stream_version=result.stream_version,
+        deduplicated=result.deduplicated,
+    )
+
+
+class OrderCommandServicer(orders_pb2_grpc.OrderCommandServiceServicer):
+    def __init__(self, bus: CommandBus) -> None:
+        self._bus = bus
+
+    @grpc_method
+    async def CreateOrder(
+        self, request: pb.CreateOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = commands.CreateOrder(
+            request.order_id, request.customer_id, _items(request.items), request.command_id
+        )
+        return reply(await self._bus.dispatch(command))
+
+    @grpc_method
+    async def ConfirmOrder(
+        self, request: pb.ConfirmOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = commands.ConfirmOrder(request.order_id, _expected(request), request.command_id)
+        return reply(await self._bus.dispatch(command))
+
+    @grpc_method
+    async def ShipOrder(
+        self, request: pb.ShipOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = commands.ShipOrder(
+            request.order_id, request.tracking_number, _expected(request), request.command_id
+        )
+        return reply(await self._bus.dispatch(command))
+
+    @grpc_method
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommandReply:
+        command = commands.CancelOrder(
+            request.order_id, request.reason, _expected(request), request.command_id
+        )
+        return reply(await self._bus.dispatch(command))
