@@ -6,8 +6,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -140,77 +141,151 @@ def _signal_while_in_flight(proc: ServiceProcess, futures: list[Future[Any]], si
     return signalled
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=SIGNAL_IDS)
-def test_write_service_stops_gracefully_finishing_commands_in_flight(
-    make_trio: Callable[..., Trio], sig: int
-) -> None:
-    trio = make_trio()
-    trio.start_write()
-    warm = trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
-    assert warm.position == 1
-    ids = [unique("o") for _ in range(300)]
-    futures, done_at = _submit_timed(trio.commands.CreateOrder, [create_request(i, "c-sig") for i in ids])
+@dataclass
+class Stopped:
+    """What 300 concurrent calls saw when the server was signalled right after the first reply."""
 
-    signalled = _signal_while_in_flight(trio.write, futures, sig)
+    trio: Trio
+    sig: int
+    keys: list[str]  # order id of each call
+    results: list[Any]  # reply or RpcError, per call
+    finished_after_signal: list[bool]
+    exit_code: int
+
+    @property
+    def ok(self) -> dict[str, Any]:
+        return {
+            k: r for k, r in zip(self.keys, self.results, strict=True) if not isinstance(r, grpc.RpcError)
+        }
+
+    @property
+    def failed(self) -> list[grpc.RpcError]:
+        return [r for r in self.results if isinstance(r, grpc.RpcError)]
+
+    def failure_codes(self) -> list[tuple[str, str]]:
+        return sorted({(e.code().name, e.details() or "") for e in self.failed})
+
+
+def _stop_with_calls_in_flight(
+    trio: Trio, proc: ServiceProcess, fn: Any, keys: list[str], requests: list[Any], sig: int
+) -> Stopped:
+    futures, done_at = _submit_timed(fn, requests)
+    signalled = _signal_while_in_flight(proc, futures, sig)
     results = _outcomes(futures)
-    code = trio.write.wait()
+    code = proc.wait()
+    return Stopped(trio, sig, keys, results, [done_at[n] > signalled for n in range(len(results))], code)
 
-    assert code == 0, (
-        f"write service exited {code} on {signal.Signals(sig).name}:\n{trio.write.stderr_tail()}"
-    )
-    ok = {ids[n]: r for n, r in enumerate(results) if not isinstance(r, grpc.RpcError)}
-    failed = [r for r in results if isinstance(r, grpc.RpcError)]
-    assert all(e.code() == grpc.StatusCode.UNAVAILABLE for e in failed), sorted(
-        {(e.code().name, e.details()) for e in failed}
-    )
-    finished_after = [
-        n for n, r in enumerate(results) if not isinstance(r, grpc.RpcError) and done_at[n] > signalled
-    ]
-    assert finished_after, "no command in flight at the signal finished: in-flight calls were dropped"
 
-    rows = event_rows(trio.events_db)
+@pytest.fixture(scope="module", params=SIGNALS, ids=SIGNAL_IDS)
+def stopped_write(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stopped]:
+    """A write service signalled while 300 creates are in flight."""
+    trio = Trio(tmp_path_factory.mktemp("stopped-write"))
+    try:
+        trio.start_write()
+        assert trio.commands.CreateOrder(create_request(unique("o")), timeout=10).position == 1
+        ids = [unique("o") for _ in range(300)]
+        yield _stop_with_calls_in_flight(
+            trio,
+            trio.write,
+            trio.commands.CreateOrder,
+            ids,
+            [create_request(i, "c-sig") for i in ids],
+            request.param,
+        )
+    finally:
+        trio.close()
+
+
+def test_write_service_exits_0_on_a_stop_signal(stopped_write: Stopped) -> None:
+    assert stopped_write.exit_code == 0, (
+        f"write service exited {stopped_write.exit_code} on {signal.Signals(stopped_write.sig).name}:\n"
+        f"{stopped_write.trio.write.stderr_tail()}"
+    )
+
+
+def test_write_service_finishes_commands_in_flight_and_half_writes_nothing(stopped_write: Stopped) -> None:
+    s = stopped_write
+    assert any(
+        ok and after
+        for ok, after in zip(
+            [not isinstance(r, grpc.RpcError) for r in s.results], s.finished_after_signal, strict=True
+        )
+    ), "no command in flight at the signal finished: in-flight calls were dropped"
+    unexpected = [c for c in s.failure_codes() if c[0] not in ("UNAVAILABLE", "CANCELLED")]
+    assert not unexpected, f"commands failed at shutdown with {unexpected}"
+
+    rows = event_rows(s.trio.events_db)
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1)), "positions are not gap-free"
     committed = {r[1]: r[0] for r in rows[1:]}
-    replied = {f"order-{i}": reply.position for i, reply in ok.items()}
+    replied = {f"order-{i}": reply.position for i, reply in s.ok.items()}
     assert committed == replied, (
         f"events without an OK reply: {sorted(set(committed) - set(replied))[:5]}, "
         f"OK replies without events: {sorted(set(replied) - set(committed))[:5]}"
     )
 
-    trio.start_write()  # same event store: nothing half-written, the next position follows on
-    after = trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
+    s.trio.start_write()  # same event store: nothing half-written, the next position follows on
+    after = s.trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
     assert after.position == len(rows) + 1
-    if ok:
-        existing = next(iter(ok))
-        error = rpc_error(trio.commands.CreateOrder, create_request(existing, "c-sig"))
+    if s.ok:
+        error = rpc_error(s.trio.commands.CreateOrder, create_request(next(iter(s.ok)), "c-sig"))
         assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert s.trio.write.stop() == 0
 
 
-@pytest.mark.parametrize("sig", SIGNALS, ids=SIGNAL_IDS)
-def test_read_service_stops_gracefully_finishing_queries_in_flight(
-    make_trio: Callable[..., Trio], sig: int
-) -> None:
-    trio = make_trio()
-    trio.start_all()
-    order_id = unique("o")
-    created = trio.commands.CreateOrder(create_request(order_id), timeout=10)
-    trio.wait_projected(created.position)
-    request = orders_pb2.GetOrderRequest(order_id=order_id, min_position=created.position)
-    futures, done_at = _submit_timed(trio.queries.GetOrder, [request] * 300)
-
-    signalled = _signal_while_in_flight(trio.read, futures, sig)
-    results = _outcomes(futures)
-    code = trio.read.wait()
-
-    assert code == 0, f"read service exited {code} on {signal.Signals(sig).name}:\n{trio.read.stderr_tail()}"
-    failed = [r for r in results if isinstance(r, grpc.RpcError)]
-    assert all(e.code() == grpc.StatusCode.UNAVAILABLE for e in failed), sorted(
-        {(e.code().name, e.details()) for e in failed}
+def test_commands_refused_at_shutdown_answer_unavailable(stopped_write: Stopped) -> None:
+    """A command the server will not run must say so in a retryable way (UNAVAILABLE), not CANCELLED,
+    which a client reads as "cancelled by the caller" and cannot tell from a dropped in-flight call."""
+    codes = stopped_write.failure_codes()
+    assert all(c[0] == "UNAVAILABLE" for c in codes), (
+        f"{len(stopped_write.failed)} of 300 commands sent before the signal failed with {codes}"
     )
-    replies = [r for r in results if not isinstance(r, grpc.RpcError)]
-    assert all(r.order.order_id == order_id for r in replies)
-    assert any(done_at[n] > signalled for n, r in enumerate(results) if not isinstance(r, grpc.RpcError)), (
-        "no query in flight at the signal finished"
+
+
+@pytest.fixture(scope="module", params=SIGNALS, ids=SIGNAL_IDS)
+def stopped_read(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stopped]:
+    """A read service signalled while 300 queries are in flight."""
+    trio = Trio(tmp_path_factory.mktemp("stopped-read"))
+    try:
+        trio.start_all()
+        order_id = unique("o")
+        created = trio.commands.CreateOrder(create_request(order_id), timeout=10)
+        trio.wait_projected(created.position)
+        query = orders_pb2.GetOrderRequest(order_id=order_id, min_position=created.position)
+        yield _stop_with_calls_in_flight(
+            trio, trio.read, trio.queries.GetOrder, [order_id] * 300, [query] * 300, request.param
+        )
+    finally:
+        trio.close()
+
+
+def test_read_service_exits_0_on_a_stop_signal(stopped_read: Stopped) -> None:
+    assert stopped_read.exit_code == 0, (
+        f"read service exited {stopped_read.exit_code} on {signal.Signals(stopped_read.sig).name}:\n"
+        f"{stopped_read.trio.read.stderr_tail()}"
+    )
+
+
+def test_read_service_finishes_queries_in_flight(stopped_read: Stopped) -> None:
+    s = stopped_read
+    assert all(r.order.order_id == s.keys[0] for r in s.ok.values())
+    assert any(
+        ok and after
+        for ok, after in zip(
+            [not isinstance(r, grpc.RpcError) for r in s.results], s.finished_after_signal, strict=True
+        )
+    ), "no query in flight at the signal finished"
+    unexpected = [c for c in s.failure_codes() if c[0] not in ("UNAVAILABLE", "CANCELLED")]
+    assert not unexpected, f"queries failed at shutdown with {unexpected}"
+
+
+def test_queries_refused_at_shutdown_answer_unavailable(stopped_read: Stopped) -> None:
+    codes = stopped_read.failure_codes()
+    assert all(c[0] == "UNAVAILABLE" for c in codes), (
+        f"{len(stopped_read.failed)} of 300 queries sent before the signal failed with {codes}"
     )
 
 
