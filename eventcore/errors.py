@@ -66,6 +66,10 @@ class Unavailable(ApplicationError):
     """Storage is not there yet or not reachable; retrying later may succeed."""
 
 
+class DeadlineExceeded(ApplicationError):
+    """The caller's deadline passed before the answer was ready."""
+
+
 class WaitTimedOut(Unavailable):
     """The read model did not reach the requested position within the server's wait limit."""
 

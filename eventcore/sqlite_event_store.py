@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eventcore.codec import EventCodec
-from eventcore.errors import ConcurrencyConflict
+from eventcore.errors import ConcurrencyConflict, Unavailable
 from eventcore.event_store import (
     AppendOutcome,
     DuplicateCommand,
@@ -29,9 +29,11 @@ from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.sqlite_support import (
     Synchronous,
     WriterLock,
+    latest_version,
     migrate,
     open_for_writing,
     open_read_only,
+    schema_version,
 )
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,20 @@ class SQLiteEventLogReader(EventLogReader):
 
     @classmethod
     def open(cls, path: str | Path, codec: EventCodec) -> SQLiteEventLogReader:
-        return cls(open_read_only(path), codec)
+        """Open read-only; FileNotFoundError until the writer has created the file's schema."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"event store {path} does not exist yet")
+        connection = open_read_only(path)
+        if schema_version(connection) < latest_version(SCHEMA):
+            connection.close()
+            raise FileNotFoundError(f"event store {path} is not initialised yet")
+        return cls(connection, codec)
 
     def head_position(self) -> int:
-        row = self._connection.execute("SELECT max(position) FROM events").fetchone()
+        try:
+            row = self._connection.execute("SELECT max(position) FROM events").fetchone()
+        except sqlite3.Error as error:
+            raise Unavailable(f"event store unavailable: {error}") from error
         return int(row[0] or 0)
 
     def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eventcore.errors import Unavailable
 from eventcore.read_store import (
     Checkpoint,
     Collection,
@@ -172,11 +173,14 @@ class SQLiteReadStoreReader(ReadStoreReader):
 
     @contextmanager
     def snapshot(self) -> Iterator[_SQLiteView]:
-        self._connection.execute("BEGIN")
         try:
-            yield self._view
-        finally:
-            self._connection.execute("COMMIT")
+            self._connection.execute("BEGIN")
+            try:
+                yield self._view
+            finally:
+                self._connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise Unavailable(f"read database unavailable: {error}") from error
 
     def close(self) -> None:
         self._connection.close()

@@ -31,6 +31,7 @@ STATUS_OF: dict[type[errors.ApplicationError], grpc.StatusCode] = {
     errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.WaitTimedOut: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Unregistered: grpc.StatusCode.INTERNAL,
     errors.HandlerContractViolated: grpc.StatusCode.INTERNAL,
 }

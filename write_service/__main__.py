@@ -45,15 +45,14 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
 
 
-async def main(settings: Settings) -> None:
-    service = WriteService(settings)
-    await service.run()
+async def serve(settings: Settings) -> None:
+    await WriteService(settings).run()
 
 
-def run(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     try:
-        asyncio.run(main(settings))
+        asyncio.run(serve(settings))
     except (BindError, StorageLocked) as error:
         log.error("%s", error)
         return 1
@@ -61,4 +60,4 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from eventcore.command_bus import CommandBus, CommandResult
 from eventcore.events import RecordedEvent
 from orders import commands, events
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
+from servicekit.protobuf import timestamp
 from servicekit.status import grpc_method
 
 
@@ -26,11 +26,6 @@ def _items(request_items: Any) -> tuple[events.OrderItem, ...]:
 
 def _expected(request: Any) -> int | None:
     return request.expected_version if request.HasField("expected_version") else None
-
-
-def timestamp(micros: int) -> Timestamp:
-    seconds, remainder = divmod(micros, 1_000_000)
-    return Timestamp(seconds=seconds, nanos=remainder * 1000)
 
 
 def _created(data: events.OrderCreated) -> dict[str, Any]:

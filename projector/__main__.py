@@ -1,0 +1,59 @@
+"""python -m projector --event-store FILE --read-db FILE"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from eventcore.sqlite_support import StorageLocked
+from projector.app import Settings, run
+from servicekit import cli
+
+log = logging.getLogger("projector")
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    parser = cli.ArgumentParser(
+        prog="projector",
+        description="Follows the event store and applies every event to the read models (order"
+        " view, customer summaries) in the read database, checkpoints in the same transaction.",
+    )
+    cli.add_flag(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (opened read-only)",
+                 type=Path, metavar="FILE")
+    cli.add_flag(parser, "--read-db", "ORDERS_READ_DB", "read database SQLite file (created if missing)",
+                 type=Path, metavar="FILE")
+    cli.add_flag(parser, "--batch-size", "ORDERS_BATCH_SIZE", "events applied per transaction",
+                 default="1000", type=cli.positive_int)
+    cli.add_flag(parser, "--poll-interval", "ORDERS_POLL_INTERVAL",
+                 "seconds between looks at an idle event log", default="0.005", type=cli.positive_float,
+                 metavar="SECONDS")
+    cli.add_log_level(parser)
+    args = parser.parse_args(argv)
+    cli.configure_logging(args.log_level, "projector")
+    return Settings(args.event_store, args.read_db, args.batch_size, args.poll_interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested (%s): finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        run(settings, stop)
+    except StorageLocked as error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The read service: answers order queries from the read database, with freshness attached."""

@@ -1,0 +1,70 @@
+"""Wiring of the read service: read-only storage, the order queries, freshness, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from orders.queries import query_bus
+from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from read_service.position_watch import PositionWatch
+from read_service.servicer import OrderQueryServicer
+from read_service.storage import StorageSlot
+from servicekit.server import ServerHost, wait_for_stop_signal
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"].full_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    read_db: Path
+    event_store: Path
+    max_wait: float = 10.0  # longest a min_position query waits before UNAVAILABLE
+    grace: float = 10.0
+    ready_poll: float = 0.1  # seconds between looks for the files before they exist
+
+
+class ReadService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = StorageSlot(settings.read_db, settings.event_store)
+        self.host = ServerHost([SERVICE_NAME])
+        self.watch = PositionWatch(self.storage.positions)
+        orders_pb2_grpc.add_OrderQueryServiceServicer_to_server(
+            OrderQueryServicer(query_bus(), self.storage, self.watch, settings.max_wait), self.host.server
+        )
+        self._readiness: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> str:
+        address = await self.host.start(self.settings.listen)
+        await self.host.set_serving(False)
+        self._readiness = asyncio.get_running_loop().create_task(self._become_ready())
+        return address
+
+    async def _become_ready(self) -> None:
+        while not self.storage.try_open():
+            await asyncio.sleep(self.settings.ready_poll)
+        await self.host.set_serving(True)
+
+    async def stop(self) -> None:
+        """Finish in-flight queries, then close the files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._readiness is not None:
+            self._readiness.cancel()
+        await self.host.stop(self.settings.grace)
+        self.storage.close()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await self.stop()
