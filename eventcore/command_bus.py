@@ -131,6 +131,7 @@ class _Decided:
     state: Any
     version_after: int
     pending: PendingAppend
+    exists_message: str  # for a command that expects a new stream: the refusal if it exists
 
 
 class CommandBus:
@@ -255,7 +256,7 @@ class CommandBus:
         for d, appended in zip(decided, outcomes, strict=True):
             if isinstance(appended, ConcurrencyConflict):
                 self._cache.discard(d.stream_id)
-                results[d.index] = appended
+                results[d.index] = AlreadyExists(d.exists_message) if d.exists_message else appended
             elif isinstance(appended, DuplicateCommand):
                 try:
                     results[d.index] = self._replay(appended.record, d.pending.fingerprint)
@@ -287,9 +288,17 @@ class CommandBus:
             if record is not None:
                 return self._replay(record, fingerprint)
         stream_id = handler.stream_id(command)
-        state, version = self._load(handler.aggregate, stream_id, overlay)
-        if handler.expects is Expects.NEW_STREAM and version > 0:
-            raise AlreadyExists(f"{handler.describe(command)} already exists")
+        exists_message = ""
+        if handler.expects is Expects.NEW_STREAM:
+            # No read: a stream this process has not seen is assumed new, and the store's unique
+            # key refuses the append if it exists after all.
+            exists_message = f"{handler.describe(command)} already exists"
+            known = overlay.get(stream_id) or self._cache.get(stream_id)
+            if known is not None and known[1] > 0:
+                raise AlreadyExists(exists_message)
+            state, version = handler.aggregate.initial, 0
+        else:
+            state, version = self._load(handler.aggregate, stream_id, overlay)
         if handler.expects is Expects.EXISTING_STREAM and version == 0:
             raise NotFound(f"{handler.describe(command)} not found")
         expected = command.expected_version
@@ -309,6 +318,7 @@ class CommandBus:
             handler.aggregate.fold(state, events),
             version + len(events),
             PendingAppend(stream_id, version, events, command_id, fingerprint),
+            exists_message,
         )
 
     def _replay(self, record: CommandRecord, fingerprint: str) -> CommandResult:

@@ -19,3 +19,21 @@ CREATE TABLE commands (
     first_position INTEGER NOT NULL,
     last_position  INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The log's two invariants, enforced by the database itself: positions follow each other without
+-- a gap, and so do the versions within a stream. A violating insert fails with a constraint error.
+CREATE TRIGGER events_positions_are_contiguous
+BEFORE INSERT ON events
+WHEN NEW.position <> coalesce((SELECT max(position) FROM events), 0) + 1
+BEGIN
+    SELECT RAISE(ABORT, 'event positions must be contiguous');
+END;
+
+CREATE TRIGGER events_stream_versions_are_contiguous
+BEFORE INSERT ON events
+WHEN NEW.stream_version <> 1 AND NOT EXISTS (
+    SELECT 1 FROM events WHERE stream_id = NEW.stream_id AND stream_version = NEW.stream_version - 1
+)
+BEGIN
+    SELECT RAISE(ABORT, 'stream versions must be contiguous');
+END;
