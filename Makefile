@@ -44,8 +44,12 @@ lint: $(STAMP)  ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-bench: proto  ## full benchmark run; results in bench/results/
-	$(PY) -m bench
+bench: proto  ## benchmark vs no-op gRPC and raw SQLite ceilings; results in bench/results/ (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-peer: proto  ## the benchmark plus the eventsourcing peer (installs bench/requirements.txt)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench --peer $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, caches and ./data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA_DIR)

@@ -1,0 +1,172 @@
+"""Closed-loop load client, run as its own process: `python -m bench.load ...`.
+
+N asyncio tasks share one `grpc.aio` channel and each keeps one call in flight, so "64 in flight" means
+exactly that. Each level gets a warm-up, then a fixed measuring window; a call counts when it completes
+inside the window. One JSON line per level goes to stdout. Optionally the CPU time of given server pids
+is sampled at the window's edges, which turns throughput into CPU microseconds per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from bench import processes, stats
+from bench.api import grpc_api
+from bench.messages import RequestFactory
+
+log = logging.getLogger(__name__)
+
+RPCS = ("CreateOrder", "GetOrder", "ListOrdersByCustomer")
+CALL_TIMEOUT_S = 30.0
+
+Call = Callable[[int, int], Awaitable[Any]]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--write", default="", help="OrderCommandService address (for CreateOrder)")
+    parser.add_argument("--read", default="", help="OrderQueryService address (for the queries)")
+    parser.add_argument("--rpcs", required=True, help=f"comma-separated, from {', '.join(RPCS)}")
+    parser.add_argument("--levels", required=True, help="calls in flight, comma-separated, e.g. 1,16,64")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each measuring window")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of each measuring window")
+    parser.add_argument("--orders", type=int, default=1, help="orders in the read model (query key space)")
+    parser.add_argument("--tag", default="", help="prefix of new order ids (default: random)")
+    parser.add_argument("--watch-pids", default="", help="comma-separated pids whose CPU time to sample")
+    return parser.parse_args(argv)
+
+
+def _calls(channel: grpc.aio.Channel, factory: RequestFactory) -> dict[str, Call]:
+    commands = grpc_api.OrderCommandServiceStub(channel)
+    queries = grpc_api.OrderQueryServiceStub(channel)
+
+    return {
+        "CreateOrder": lambda w, s: commands.CreateOrder(
+            factory.create_order(f"{w}-{s}"), timeout=CALL_TIMEOUT_S
+        ),
+        "GetOrder": lambda w, s: queries.GetOrder(factory.get_order(), timeout=CALL_TIMEOUT_S),
+        "ListOrdersByCustomer": lambda w, s: queries.ListOrdersByCustomer(
+            factory.list_by_customer(), timeout=CALL_TIMEOUT_S
+        ),
+    }
+
+
+async def measure(
+    call: Call, concurrency: int, warmup: float, duration: float, pids: list[int]
+) -> dict[str, Any]:
+    """Run `concurrency` looping tasks; summarize the calls that completed in the measuring window."""
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    begin = time.perf_counter()
+    window_start = begin + warmup
+    window_end = window_start + duration
+    cpu_start: dict[int, float] = {}
+
+    async def worker(index: int) -> None:
+        sequence = 0
+        while True:
+            started = time.perf_counter()
+            if started >= window_end:
+                return
+            sequence += 1
+            try:
+                await call(index, sequence)
+            except grpc.aio.AioRpcError as error:
+                finished = time.perf_counter()
+                if window_start <= finished <= window_end:
+                    errors[error.code().name] += 1
+                continue
+            finished = time.perf_counter()
+            if window_start <= finished <= window_end:
+                latencies.append(finished - started)
+
+    async def sample_cpu() -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        for pid in pids:
+            cpu_start[pid] = processes.read_cpu_seconds(pid)
+
+    client_cpu = time.process_time()
+    sampler = asyncio.create_task(sample_cpu())
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    await sampler
+    # The window ended when the workers stopped starting calls; CPU is read as close to it as we can.
+    cpu = {pid: processes.read_cpu_seconds(pid) - cpu_start.get(pid, 0.0) for pid in pids}
+    client_cpu = time.process_time() - client_cpu
+    calls = len(latencies)
+    result: dict[str, Any] = {
+        "concurrency": concurrency,
+        "calls": calls,
+        "errors": dict(errors),
+        "seconds": duration,
+        "rate": round(calls / duration, 1),
+        **stats.summarize_ms(latencies),
+        "client_cpu_share": round(client_cpu / (time.perf_counter() - begin), 3),
+    }
+    if pids and calls:
+        result["server_cpu_us_per_call"] = {str(p): round(c / calls * 1e6, 1) for p, c in cpu.items()}
+    return result
+
+
+async def run(args: argparse.Namespace) -> int:
+    rpcs = [r for r in args.rpcs.split(",") if r]
+    unknown = [r for r in rpcs if r not in RPCS]
+    if unknown:
+        print(f"bench.load: unknown rpc(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    levels = [int(level) for level in args.levels.split(",") if level]
+    pids = [int(p) for p in args.watch_pids.split(",") if p]
+    factory = RequestFactory(args.tag or uuid.uuid4().hex[:8], args.orders)
+    channels: dict[str, grpc.aio.Channel] = {}
+    try:
+        for rpc in rpcs:
+            address = args.write if rpc == "CreateOrder" else args.read
+            if not address:
+                print(
+                    f"bench.load: {rpc} needs {'--write' if rpc == 'CreateOrder' else '--read'}",
+                    file=sys.stderr,
+                )
+                return 2
+            if address not in channels:
+                channels[address] = grpc.aio.insecure_channel(address)
+                await asyncio.wait_for(channels[address].channel_ready(), 15)
+            call = _calls(channels[address], factory)[rpc]
+            for level in levels:
+                # Unique order ids per level: the level is folded into the worker index.
+                def leveled(w: int, s: int, call: Call = call, level: int = level) -> Awaitable[Any]:
+                    return call(level * 1000 + w, s)
+
+                result = await measure(leveled, level, args.warmup, args.duration, pids)
+                result["rpc"] = rpc
+                print(json.dumps(result), flush=True)
+                log.info(
+                    "%s x%d: %.0f calls/s p50 %.2f ms p99 %.2f ms",
+                    rpc,
+                    level,
+                    result["rate"],
+                    result["p50_ms"],
+                    result["p99_ms"],
+                )
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    return asyncio.run(run(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""Turns a run's raw results into ratios, targets and one table (text on stdout, Markdown and JSON on disk).
+
+Every figure is shown with its ceiling from the same run and the ratio to it, because only figures taken
+together on this noisy machine can be compared. The targets come from the issue that asked for the
+harness; each is printed with PASS/MISS and how far it is from its line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CATCH_UP_TARGET = 50_000.0
+LAG_P99_TARGET_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Row:
+    section: str
+    figure: str
+    value: float | None
+    unit: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    ceiling: float | None = None
+    ratio: float | None = None  # value / ceiling (or the comparison the figure names)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float | None
+    limit: float
+    kind: str  # ">=" or "<="
+    unit: str
+
+    @property
+    def passed(self) -> bool:
+        if self.measured is None:
+            return False
+        return self.measured >= self.limit if self.kind == ">=" else self.measured <= self.limit
+
+    @property
+    def ratio_to_limit(self) -> float | None:
+        return None if self.measured is None else self.measured / self.limit
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ratio(value: float | None, ceiling: float | None) -> float | None:
+    if value is None or not ceiling:
+        return None
+    return value / ceiling
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """Every figure of the run, in the order the table shows them."""
+    out: list[Row] = []
+    noop = _get(results, "ceilings", "noop") or {}
+    levels = [str(level) for level in results.get("settings", {}).get("levels", [1, 16, 64])]
+
+    def level_rows(section: str, rpc: str, measured: dict[str, Any] | None, label: str) -> None:
+        for level in levels:
+            m = _get(measured, level)
+            c = _get(noop, rpc, level, "rate")
+            if m is None:
+                out.append(Row(section, f"{label} @{level}", None, "calls/s", ceiling=c))
+                continue
+            out.append(
+                Row(
+                    section,
+                    f"{label} @{level}",
+                    m["rate"],
+                    "calls/s",
+                    m["p50_ms"],
+                    m["p99_ms"],
+                    c,
+                    _ratio(m["rate"], c),
+                )
+            )
+
+    for rpc in ("CreateOrder", "GetOrder", "ListOrdersByCustomer"):
+        for level in levels:
+            m = _get(noop, rpc, level)
+            if m is not None:
+                out.append(
+                    Row(
+                        "ceiling: no-op grpc.aio",
+                        f"{rpc} @{level}",
+                        m["rate"],
+                        "calls/s",
+                        m["p50_ms"],
+                        m["p99_ms"],
+                    )
+                )
+    for case, rate in (_get(results, "ceilings", "sqlite") or {}).items():
+        out.append(Row("ceiling: raw SQLite", case.replace("_", " "), rate, "events/s"))
+
+    level_rows("commands (durable, FULL)", "CreateOrder", _get(results, "commands"), "CreateOrder")
+    for rpc in ("GetOrder", "ListOrdersByCustomer"):
+        level_rows("queries", rpc, _get(results, "queries", rpc), rpc)
+
+    catch = results.get("catchup") or {}
+    raw_batch = _get(results, "ceilings", "sqlite", "append_500_per_txn_normal")
+    rate = catch.get("events_per_s")
+    out.append(
+        Row(
+            "projector catch-up",
+            f"{catch.get('events', '?')} events from 0",
+            rate,
+            "events/s",
+            ceiling=raw_batch,
+            ratio=_ratio(rate, raw_batch),
+        )
+    )
+    if catch.get("wall_s"):
+        out.append(Row("projector catch-up", "wall time incl. start-up", catch["wall_s"], "s"))
+
+    lag = results.get("lag") or {}
+    if lag:
+        out.append(
+            Row(
+                "live lag",
+                f"reply -> read model @{lag.get('achieved_rate', 0):.0f} cmd/s",
+                lag.get("lag", {}).get("p50_ms"),
+                "ms (p50)",
+                lag.get("lag", {}).get("p50_ms"),
+                lag.get("lag", {}).get("p99_ms"),
+            )
+        )
+    else:
+        out.append(Row("live lag", "reply -> read model", None, "ms"))
+
+    scale = results.get("scale") or {}
+    small, large = scale.get("small") or {}, scale.get("large") or {}
+    small_p50 = _get(small, "get_order", "p50_ms")
+    large_p50 = _get(large, "get_order", "p50_ms")
+    if small:
+        out.append(
+            Row(
+                "scale",
+                f"GetOrder @1, {small['orders']:,} orders",
+                small_p50,
+                "ms (p50)",
+                small_p50,
+                _get(small, "get_order", "p99_ms"),
+            )
+        )
+    if large:
+        out.append(
+            Row(
+                "scale",
+                f"GetOrder @1, {large['orders']:,} orders",
+                large_p50,
+                "ms (p50)",
+                large_p50,
+                _get(large, "get_order", "p99_ms"),
+                small_p50,
+                _ratio(large_p50, small_p50),
+            )
+        )
+        out.append(
+            Row(
+                "scale",
+                f"projection of {large['orders']:,} orders",
+                _get(large, "projection", "events_per_s"),
+                "events/s",
+            )
+        )
+
+    memory = results.get("memory") or {}
+    for process, small_kib in (memory.get("small") or {}).items():
+        large_kib = _get(memory, "large", process)
+        out.append(
+            Row("peak memory (VmHWM)", f"{process} @{small.get('orders', '?'):,}", small_kib / 1024, "MiB")
+        )
+        if large_kib is not None:
+            out.append(
+                Row(
+                    "peak memory (VmHWM)",
+                    f"{process} @{large.get('orders', '?'):,}",
+                    large_kib / 1024,
+                    "MiB",
+                    ceiling=small_kib / 1024,
+                    ratio=large_kib / small_kib,
+                )
+            )
+    for process, kib in (memory.get("peak") or {}).items():
+        out.append(Row("peak memory (VmHWM)", f"{process}, whole run", kib / 1024, "MiB"))
+
+    peer = results.get("peer")
+    if peer:
+        out.extend(_peer_rows(results, peer))
+    return out
+
+
+def _peer_rows(results: dict[str, Any], peer: dict[str, Any]) -> list[Row]:
+    section = f"peer: {peer.get('library', 'eventsourcing')}"
+    creates = _get(peer, "append", "creates_per_s")
+    projection = _get(peer, "projection", "events_per_s")
+    out = [
+        Row(section, "peer creates (in-process, no gRPC)", creates, "events/s"),
+        Row(section, "peer lifecycle commands", _get(peer, "append", "events_per_s"), "events/s"),
+        Row(section, "peer projection", projection, "events/s"),
+    ]
+    for level in ("1", "64"):
+        ours = _get(results, "commands", level, "rate")
+        out.append(
+            Row(
+                section,
+                f"ours: CreateOrder @{level} over gRPC",
+                ours,
+                "calls/s",
+                ceiling=creates,
+                ratio=_ratio(ours, creates),
+            )
+        )
+    ours_catch = _get(results, "catchup", "events_per_s")
+    out.append(
+        Row(
+            section,
+            "ours: projector catch-up",
+            ours_catch,
+            "events/s",
+            ceiling=projection,
+            ratio=_ratio(ours_catch, projection),
+        )
+    )
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """The issue's targets, from this run's figures."""
+    noop = _get(results, "ceilings", "noop") or {}
+
+    def vs_noop(measured: Any, rpc: str) -> float | None:
+        return _ratio(_get(measured, "64", "rate"), _get(noop, rpc, "64", "rate"))
+
+    small = _get(results, "scale", "small") or {}
+    large = _get(results, "scale", "large") or {}
+    sizes = f"{large.get('orders', 0):,} / {small.get('orders', 0):,}"
+    out = [
+        Target(
+            "durable commands @64 vs no-op", vs_noop(results.get("commands"), "CreateOrder"), 0.75, ">=", "x"
+        ),
+        Target(
+            "GetOrder @64 vs no-op", vs_noop(_get(results, "queries", "GetOrder"), "GetOrder"), 0.8, ">=", "x"
+        ),
+        Target(
+            "ListOrdersByCustomer @64 vs no-op",
+            vs_noop(_get(results, "queries", "ListOrdersByCustomer"), "ListOrdersByCustomer"),
+            0.8,
+            ">=",
+            "x",
+        ),
+        Target(
+            "projector catch-up", _get(results, "catchup", "events_per_s"), CATCH_UP_TARGET, ">=", "events/s"
+        ),
+        Target(
+            f"GetOrder p50 at {sizes} orders",
+            _ratio(_get(large, "get_order", "p50_ms"), _get(small, "get_order", "p50_ms")),
+            1.25,
+            "<=",
+            "x",
+        ),
+        Target(
+            f"live lag p99 @{_get(results, 'lag', 'target_rate') or 500:.0f} cmd/s",
+            _get(results, "lag", "lag", "p99_ms"),
+            LAG_P99_TARGET_MS,
+            "<=",
+            "ms",
+        ),
+    ]
+    memory = results.get("memory") or {}
+    for process, small_kib in (memory.get("small") or {}).items():
+        large_kib = _get(memory, "large", process)
+        out.append(
+            Target(f"memory {process} at {sizes} events", _ratio(large_kib, small_kib), 1.2, "<=", "x")
+        )
+    return out
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit in ("calls/s", "events/s") or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def _table(header: list[str], body: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # Names left-aligned, numbers right-aligned.
+        padded = (
+            c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "  ".join(padded)
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(cells) for cells in body)]
+
+
+def render(results: dict[str, Any], *, markdown: bool) -> str:
+    """The figures table and the targets table, as aligned text or as Markdown."""
+    figure_rows = [
+        [
+            r.section,
+            r.figure,
+            _fmt(r.value, r.unit),
+            r.unit,
+            _fmt(r.p50_ms) if r.p50_ms is not None else "",
+            _fmt(r.p99_ms) if r.p99_ms is not None else "",
+            _fmt(r.ceiling, r.unit) if r.ceiling is not None else "",
+            f"{r.ratio:.2f}" if r.ratio is not None else "",
+        ]
+        for r in rows(results)
+    ]
+    target_rows = [
+        [
+            t.name,
+            _fmt(t.measured),
+            f"{t.kind} {_fmt(t.limit)}",
+            t.unit,
+            f"{t.ratio_to_limit:.2f}" if t.ratio_to_limit is not None else "n/a",
+            "PASS" if t.passed else "MISS",
+        ]
+        for t in targets(results)
+    ]
+    machine = results.get("machine", {})
+    head = (
+        f"bench ({results.get('mode')}) {results.get('started_at', '')}, "
+        f"{results.get('elapsed_s', 0):.0f} s; "
+        f"{machine.get('cpus')} cpus, Python {machine.get('python')}, SQLite {machine.get('sqlite')}, "
+        f"grpcio {machine.get('grpcio')}"
+    )
+    out = [f"# Benchmark results\n\n{head}\n" if markdown else head, ""]
+    out += _table(
+        ["section", "figure", "value", "unit", "p50 ms", "p99 ms", "ceiling", "ratio"], figure_rows, markdown
+    )
+    out += ["", "## Targets" if markdown else "Targets", ""]
+    out += _table(["target", "measured", "limit", "unit", "measured/limit", "result"], target_rows, markdown)
+    notes = results.get("notes") or []
+    errors = results.get("errors") or []
+    if notes or errors:
+        out += ["", "## Notes" if markdown else "Notes", ""]
+        out += [f"- ERROR {e}" for e in errors] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def summarize(results: dict[str, Any]) -> None:
+    """Add the derived figures (ratios, targets) to the results, so the JSON stands on its own."""
+    results["targets"] = [
+        {**asdict(t), "ratio_to_limit": t.ratio_to_limit, "pass": t.passed} for t in targets(results)
+    ]
+    results["figures"] = [asdict(r) for r in rows(results)]
+
+
+def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    """`<mode>.json` and `<mode>.md` in `directory`, each written whole or not at all."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = str(results.get("mode", "run"))
+    paths = (directory / f"{stem}.json", directory / f"{stem}.md")
+    for path, text in zip(
+        paths, (json.dumps(results, indent=2) + "\n", render(results, markdown=True)), strict=True
+    ):
+        scratch = path.with_name(path.name + ".tmp")
+        scratch.write_text(text)
+        os.replace(scratch, path)
+    return paths

@@ -1,0 +1,58 @@
+"""What a run measures and how long it takes: one frozen object built by the CLI.
+
+The full run is sized to finish in under 10 minutes on 2 cores; --quick keeps every code path but
+shrinks sizes and windows so CI can prove the harness works in under a minute (its figures are rough).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+LEVELS = (1, 16, 64)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str  # "full" or "quick"
+    results_dir: Path
+    work_dir: Path | None  # None: a fresh temporary directory, removed afterwards
+    keep: bool  # keep the work directory (data files and process logs)
+    peer: bool
+    levels: tuple[int, ...] = LEVELS
+    warmup_s: float = 1.0
+    duration_s: float = 5.0
+    small_orders: int = 10_000
+    large_orders: int = 1_000_000
+    catchup_events: int = 200_000
+    lag_rate: float = 500.0
+    lag_warmup_s: float = 1.0
+    lag_duration_s: float = 10.0
+    probe_s: float = 5.0  # GetOrder at 1 in flight on each data set
+    burst_s: float = 3.0  # the same command burst on each data set before memory is read
+    raw_scale: float = 1.0
+    peer_events: int = 20_000
+    projection_timeout_s: float = 420.0
+
+
+def full(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool) -> Settings:
+    return Settings("full", results_dir, work_dir, keep, peer)
+
+
+def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool) -> Settings:
+    return replace(
+        full(results_dir, work_dir, keep, peer),
+        mode="quick",
+        warmup_s=0.3,
+        duration_s=1.0,
+        small_orders=2_000,
+        large_orders=20_000,
+        catchup_events=5_000,
+        lag_warmup_s=0.3,
+        lag_duration_s=2.0,
+        probe_s=1.0,
+        burst_s=0.5,
+        raw_scale=0.1,
+        peer_events=1_000,
+        projection_timeout_s=60.0,
+    )

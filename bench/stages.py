@@ -1,0 +1,192 @@
+"""The measuring stages of a run, each on its own data directory, each returning plain JSON-able dicts.
+
+Order matters on a 2-core machine: nothing else runs while a stage measures, and a stage's services are
+stopped before the next starts. Ratios and targets are computed later, in `bench.report`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import clients, fixtures, processes, raw_sqlite, status
+from bench.settings import Settings
+from bench.system import PROJECTOR, READ, WRITE, OrderSystem
+
+log = logging.getLogger(__name__)
+
+QUERY_RPCS = ["GetOrder", "ListOrdersByCustomer"]
+ALL_RPCS = ["CreateOrder", *QUERY_RPCS]
+
+
+def _fresh(work: Path, name: str) -> Path:
+    directory = work / name
+    directory.mkdir(parents=True, exist_ok=False)
+    return directory
+
+
+def ceilings(settings: Settings, work: Path) -> dict[str, Any]:
+    """Raw SQLite appends, then the same client against the no-op server at every level."""
+    log.info("ceilings: raw SQLite appends")
+    sqlite = raw_sqlite.run(_fresh(work, "raw-sqlite"), settings.raw_scale)
+    log.info("ceilings: no-op grpc.aio server")
+    logs = work / "logs"
+    noop = processes.start("noop_server", "bench.noop_server", ["--listen", "127.0.0.1:0"], logs, server=True)
+    try:
+        grpc_results = clients.closed_loop(
+            write=noop.address,
+            read=noop.address,
+            rpcs=ALL_RPCS,
+            levels=settings.levels,
+            warmup=settings.warmup_s,
+            duration=settings.duration_s,
+            orders=settings.small_orders,
+            watch_pids=[noop.pid],
+            log_dir=logs,
+            name="noop-client",
+        )
+        peak = noop.peak_rss_kib()
+    finally:
+        processes.stop(noop)
+    return {"noop": grpc_results, "noop_peak_rss_kib": peak, "sqlite": sqlite}
+
+
+def _project(
+    system: OrderSystem, watcher: status.ProjectionWatcher, head: int, timeout: float
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    samples = watcher.wait_for(head, timeout)
+    rate, seconds = status.steady_rate(samples, head)
+    system.check_alive()
+    return {
+        "events": head,
+        "events_per_s": round(rate, 1),
+        "seconds": round(seconds, 3),
+        "wall_s": round(samples[-1].at - started, 3),
+    }
+
+
+def data_set(
+    settings: Settings, work: Path, label: str, orders: int, *, full_workload: bool
+) -> dict[str, Any]:
+    """One data set of `orders` orders: project it, probe GetOrder, read memory after a fixed burst.
+
+    With `full_workload`, the throughput levels and the live lag run afterwards on the same services,
+    so the memory figures of every data set are taken after the same work.
+    """
+    data = _fresh(work, label)
+    logs = work / "logs"
+    head = fixtures.build_orders_store(data / "events.db", orders)
+    result: dict[str, Any] = {"orders": orders}
+    with OrderSystem(data, logs, label) as system:
+        system.start_all()
+        watcher = status.ProjectionWatcher(system.read_address)
+        try:
+            log.info("%s: projecting %d events", label, head)
+            result["projection"] = _project(system, watcher, head, settings.projection_timeout_s)
+            log.info("%s: GetOrder probe at 1 in flight", label)
+            probe = clients.closed_loop(
+                read=system.read_address,
+                rpcs=["GetOrder"],
+                levels=(1,),
+                warmup=settings.warmup_s,
+                duration=settings.probe_s,
+                orders=orders,
+                log_dir=logs,
+                name=f"{label}-probe",
+            )
+            result["get_order"] = probe["GetOrder"]["1"]
+            burst = clients.closed_loop(
+                write=system.write_address,
+                rpcs=["CreateOrder"],
+                levels=(16,),
+                warmup=0.0,
+                duration=settings.burst_s,
+                log_dir=logs,
+                name=f"{label}-burst",
+            )
+            result["burst_commands"] = burst["CreateOrder"]["16"]["calls"]
+            watcher.wait_for(watcher.head(), 60)
+            result["peak_rss_kib"] = system.peak_rss_kib()
+            if full_workload:
+                result.update(_throughput(settings, system, orders, logs))
+                result["peak_rss_kib_end"] = system.peak_rss_kib()
+            system.check_alive()
+        finally:
+            watcher.close()
+            result["exit_codes"] = system.stop()
+    return result
+
+
+def _throughput(settings: Settings, system: OrderSystem, orders: int, logs: Path) -> dict[str, Any]:
+    """Queries and commands at every level, then the live lag at a fixed command rate."""
+    read_pid, write_pid = system.process(READ).pid, system.process(WRITE).pid
+    projector_pid = system.process(PROJECTOR).pid
+    log.info("queries at %s in flight", settings.levels)
+    queries = clients.closed_loop(
+        read=system.read_address,
+        rpcs=QUERY_RPCS,
+        levels=settings.levels,
+        warmup=settings.warmup_s,
+        duration=settings.duration_s,
+        orders=orders,
+        watch_pids=[read_pid, projector_pid],
+        log_dir=logs,
+        name="query-client",
+    )
+    log.info("commands at %s in flight", settings.levels)
+    commands = clients.closed_loop(
+        write=system.write_address,
+        rpcs=["CreateOrder"],
+        levels=settings.levels,
+        warmup=settings.warmup_s,
+        duration=settings.duration_s,
+        watch_pids=[write_pid, projector_pid, read_pid],
+        log_dir=logs,
+        name="command-client",
+    )
+    log.info("live lag at %.0f commands/s", settings.lag_rate)
+    lag = clients.open_loop_lag(
+        write=system.write_address,
+        read=system.read_address,
+        rate=settings.lag_rate,
+        warmup=settings.lag_warmup_s,
+        duration=settings.lag_duration_s,
+        log_dir=logs,
+    )
+    pids = {str(write_pid): WRITE, str(projector_pid): PROJECTOR, str(read_pid): READ}
+    for per_level in (*queries.values(), *commands.values()):
+        for measured in per_level.values():
+            cpu = measured.get("server_cpu_us_per_call", {})
+            measured["server_cpu_us_per_call"] = {pids.get(pid, pid): us for pid, us in cpu.items()}
+    return {"queries": queries, "commands": commands["CreateOrder"], "lag": lag}
+
+
+def catch_up(settings: Settings, work: Path) -> dict[str, Any]:
+    """The projector alone on a prebuilt lifecycle log, from position 0, timed by its checkpoints."""
+    data = _fresh(work, "catchup")
+    logs = work / "logs"
+    head = fixtures.build_lifecycle_store(data / "events.db", settings.catchup_events)
+    result: dict[str, Any] = {}
+    with OrderSystem(data, logs, "catchup") as system:
+        system.start_read()  # only to answer GetProjectionStatus; it idles otherwise
+        watcher = status.ProjectionWatcher(system.read_address)
+        try:
+            system.start_projector()
+            log.info("catch-up: projecting %d events", head)
+            result.update(_project(system, watcher, head, settings.projection_timeout_s))
+            result["projector_peak_rss_kib"] = system.peak_rss_kib().get(PROJECTOR, 0)
+        finally:
+            watcher.close()
+            result["exit_codes"] = system.stop()
+    return result
+
+
+def peer(settings: Settings, work: Path) -> dict[str, Any]:
+    """The `eventsourcing` library on the same append and projection workload, in its own process."""
+    data = _fresh(work, "peer")
+    args = ["--dir", str(data), "--events", str(settings.peer_events)]
+    log.info("peer: eventsourcing, %d events", settings.peer_events)
+    return clients.run_json("bench.peer", args, work / "logs", "peer", timeout=600)[0]

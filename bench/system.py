@@ -1,0 +1,88 @@
+"""The three services of one data directory, started exactly as CONTRACT.md says, stopped together.
+
+Peak memory is read before stopping (a stopped process has no /proc entry), and every exit code is kept:
+a service that does not exit 0 on SIGTERM is reported, since the contract promises it does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+
+from bench import processes
+from bench.processes import Process
+
+log = logging.getLogger(__name__)
+
+WRITE, PROJECTOR, READ = "write_service", "projector", "read_service"
+
+
+class OrderSystem:
+    """Write service, projector and read service on `data_dir/events.db` and `data_dir/read.db`."""
+
+    def __init__(self, data_dir: Path, log_dir: Path, label: str) -> None:
+        self.events = data_dir / "events.db"
+        self.read_db = data_dir / "read.db"
+        self._log_dir = log_dir
+        self._label = label
+        self._processes: dict[str, Process] = {}
+        self.exit_codes: dict[str, int] = {}
+
+    def __enter__(self) -> OrderSystem:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _start(self, name: str, args: list[str], *, server: bool) -> Process:
+        process = processes.start(f"{self._label}-{name}", name, args, self._log_dir, server=server)
+        self._processes[name] = process
+        return process
+
+    def start_write(self) -> Process:
+        return self._start(WRITE, ["--listen", "127.0.0.1:0", "--event-store", str(self.events)], server=True)
+
+    def start_projector(self) -> Process:
+        return self._start(
+            PROJECTOR, ["--event-store", str(self.events), "--read-db", str(self.read_db)], server=False
+        )
+
+    def start_read(self) -> Process:
+        args = ["--listen", "127.0.0.1:0", "--read-db", str(self.read_db), "--event-store", str(self.events)]
+        return self._start(READ, args, server=True)
+
+    def start_all(self) -> None:
+        self.start_write()
+        self.start_read()
+        self.start_projector()
+
+    def process(self, name: str) -> Process:
+        return self._processes[name]
+
+    @property
+    def write_address(self) -> str:
+        return self._processes[WRITE].address
+
+    @property
+    def read_address(self) -> str:
+        return self._processes[READ].address
+
+    def check_alive(self) -> None:
+        for process in self._processes.values():
+            process.check_alive()
+
+    def peak_rss_kib(self) -> dict[str, int]:
+        """VmHWM of every running service, in KiB."""
+        return {name: p.peak_rss_kib() for name, p in self._processes.items() if p.alive()}
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every service (projector first: it has the least to finish) and collect exit codes."""
+        order = [PROJECTOR, READ, WRITE]
+        for name in order:
+            process = self._processes.pop(name, None)
+            if process is not None:
+                self.exit_codes[name] = processes.stop(process)
+        return self.exit_codes
