@@ -212,12 +212,13 @@ class CommandBus:
 
     def _process_batch(self, batch: list[_Queued]) -> list[CommandResult | BaseException]:
         """Runs on the writer thread: decide every command, then commit them together."""
-        results: list[CommandResult | BaseException] = []
+        results: list[Any] = []  # CommandResult or the exception, per command; _Decided until committed
         overlay: dict[str, tuple[Any, int]] = {}  # stream states as this batch leaves them
         ids_in_batch: dict[str, tuple[int, str]] = {}  # command_id -> (index, fingerprint)
         retries_in_batch: list[tuple[int, int]] = []  # (retry index, original index)
         decided: list[_Decided] = []
         for index, queued in enumerate(batch):
+            outcome: _Decided | CommandResult | BaseException
             try:
                 outcome = self._decide(index, queued, overlay, ids_in_batch)
             except _SameCommandInBatch as retry:

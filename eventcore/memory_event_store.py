@@ -69,7 +69,7 @@ class InMemoryEventStore(EventStore):
                 if earlier is not None:
                     outcomes.append(DuplicateCommand(earlier))
                     continue
-                stored = []
+                stored: list[_StoredEvent] = []
                 for event in pending.events:
                     type_name, schema_version, payload = self._codec.encode(event)
                     stored.append(
@@ -98,8 +98,14 @@ class InMemoryEventStore(EventStore):
                 outcomes.append(
                     [
                         RecordedEvent(
-                            s.position, s.stream_id, s.stream_version, s.type, event,
-                            s.event_id, s.command_id, s.recorded_at_us,
+                            s.position,
+                            s.stream_id,
+                            s.stream_version,
+                            s.type,
+                            event,
+                            s.event_id,
+                            s.command_id,
+                            s.recorded_at_us,
                         )
                         for s, event in zip(stored, pending.events, strict=True)
                     ]

@@ -62,7 +62,9 @@ class ProjectionRunner:
                 if checkpoint is not None:
                     log.info(
                         "projection %s changed from version %d to %d: rebuilding from position 0",
-                        projection.name, checkpoint.version, projection.version,
+                        projection.name,
+                        checkpoint.version,
+                        projection.version,
                     )
                 self._store.reset(projection.name, projection.version, projection.collections)
                 self._positions[projection.name] = 0

@@ -138,7 +138,10 @@ class ReadStoreWriter(ABC):
 
 
 def sorted_page(
-    documents: Iterator[tuple[str, Document]], index: Index, equals: Sequence[Any], after: Cursor | None,
+    documents: Iterator[tuple[str, Document]],
+    index: Index,
+    equals: Sequence[Any],
+    after: Cursor | None,
     limit: int,
 ) -> Page:
     """The reference paging semantics, for stores without a query engine."""

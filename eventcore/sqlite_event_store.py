@@ -44,7 +44,8 @@ _COLUMNS = "position, stream_id, stream_version, type, schema_version, payload, 
 
 def _uuid4(hex32: str) -> str:
     """A random (version 4) UUID string from 32 random hex digits: cheaper than uuid.uuid4()."""
-    return f"{hex32[:8]}-{hex32[8:12]}-4{hex32[13:16]}-{'89ab'[int(hex32[16], 16) & 3]}{hex32[17:20]}-{hex32[20:]}"
+    variant = "89ab"[int(hex32[16], 16) & 3]
+    return f"{hex32[:8]}-{hex32[8:12]}-4{hex32[13:16]}-{variant}{hex32[17:20]}-{hex32[20:]}"
 
 
 def format_timestamp(micros: int) -> str:
@@ -64,9 +65,7 @@ class _TimestampParser:
     def __call__(self, text: str) -> int:
         if text != self._last_text:
             moment = datetime.fromisoformat(text)
-            self._last_value = (
-                int(moment.replace(tzinfo=UTC).timestamp()) * 1_000_000 + moment.microsecond
-            )
+            self._last_value = int(moment.replace(tzinfo=UTC).timestamp()) * 1_000_000 + moment.microsecond
             self._last_text = text
         return self._last_value
 
@@ -149,7 +148,7 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
     @classmethod
-    def open(  # type: ignore[override]
+    def open(
         cls, path: str | Path, codec: EventCodec, synchronous: Synchronous = Synchronous.FULL
     ) -> SQLiteEventStore:
         """Create or upgrade the file and take the writer lock."""
@@ -207,8 +206,15 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
                     type_name, schema_version, payload = encode(event)
                     event_id = _uuid4(random_hex[offset : offset + 32])
                     event_rows.append(
-                        (position, stream_id, version, type_name, schema_version, payload,
-                         '{"event_id":"' + event_id + metadata_tail)
+                        (
+                            position,
+                            stream_id,
+                            version,
+                            type_name,
+                            schema_version,
+                            payload,
+                            '{"event_id":"' + event_id + metadata_tail,
+                        )
                     )
                     recorded.append(
                         RecordedEvent(

@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-class Synchronous(str, Enum):
+class Synchronous(StrEnum):
     """How hard a commit waits for the disk (SQLite `PRAGMA synchronous` in WAL mode)."""
 
     FULL = "FULL"  # a commit is on disk when it returns: nothing acknowledged is lost

@@ -6,7 +6,7 @@ Lifecycle: PENDING -> CONFIRMED -> SHIPPED; PENDING or CONFIRMED -> CANCELLED.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from eventcore.command_bus import Aggregate, CommandHandler, Expects
@@ -22,7 +22,7 @@ from orders.events import (
 )
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"
     SHIPPED = "SHIPPED"

@@ -25,6 +25,7 @@ from orders.projections import (
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+_MAX_CURSOR = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ def decode_page_token(token: str, list_name: str, key: str) -> Cursor:
         raise _bad_token("is not a page token from this service") from error
     if (name, token_key) != (list_name, key):
         raise _bad_token("belongs to a different list")
-    if not isinstance(order_value, int) or not isinstance(last_key, str):
+    # bool is an int to isinstance; SQLite integers end at 2^63-1 (a larger one would raise there).
+    if type(order_value) is not int or not 0 <= order_value <= _MAX_CURSOR or not isinstance(last_key, str):
         raise _bad_token("is not a page token from this service")
     return order_value, last_key
 

@@ -22,15 +22,39 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Follows the event store and applies every event to the read models (order"
         " view, customer summaries) in the read database, checkpoints in the same transaction.",
     )
-    cli.add_flag(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (opened read-only)",
-                 type=Path, metavar="FILE")
-    cli.add_flag(parser, "--read-db", "ORDERS_READ_DB", "read database SQLite file (created if missing)",
-                 type=Path, metavar="FILE")
-    cli.add_flag(parser, "--batch-size", "ORDERS_BATCH_SIZE", "events applied per transaction",
-                 default="1000", type=cli.positive_int)
-    cli.add_flag(parser, "--poll-interval", "ORDERS_POLL_INTERVAL",
-                 "seconds between looks at an idle event log", default="0.005", type=cli.positive_float,
-                 metavar="SECONDS")
+    cli.add_flag(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store SQLite file (opened read-only)",
+        type=Path,
+        metavar="FILE",
+    )
+    cli.add_flag(
+        parser,
+        "--read-db",
+        "ORDERS_READ_DB",
+        "read database SQLite file (created if missing)",
+        type=Path,
+        metavar="FILE",
+    )
+    cli.add_flag(
+        parser,
+        "--batch-size",
+        "ORDERS_BATCH_SIZE",
+        "events applied per transaction",
+        default="1000",
+        type=cli.positive_int,
+    )
+    cli.add_flag(
+        parser,
+        "--poll-interval",
+        "ORDERS_POLL_INTERVAL",
+        "seconds between looks at an idle event log",
+        default="0.005",
+        type=cli.positive_float,
+        metavar="SECONDS",
+    )
     cli.add_log_level(parser)
     args = parser.parse_args(argv)
     cli.configure_logging(args.log_level, "projector")

@@ -20,17 +20,48 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Order query service: answers from the read database (opened read-only) and"
         " attaches the read-model and event-store versions to every answer.",
     )
-    cli.add_flag(parser, "--listen", "ORDERS_READ_LISTEN", "gRPC address HOST:PORT (port 0 picks one)",
-                 type=cli.listen_address, metavar="HOST:PORT")
-    cli.add_flag(parser, "--read-db", "ORDERS_READ_DB", "read database written by the projector (read-only)",
-                 type=Path, metavar="FILE")
-    cli.add_flag(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (read-only)",
-                 type=Path, metavar="FILE")
-    cli.add_flag(parser, "--max-wait", "ORDERS_MAX_WAIT",
-                 "longest a query with min_position waits for the read model before UNAVAILABLE",
-                 default="10", type=cli.positive_float, metavar="SECONDS")
-    cli.add_flag(parser, "--grace", "ORDERS_GRACE", "seconds in-flight calls get to finish on stop",
-                 default="10", type=cli.positive_float, metavar="SECONDS")
+    cli.add_flag(
+        parser,
+        "--listen",
+        "ORDERS_READ_LISTEN",
+        "gRPC address HOST:PORT (port 0 picks one)",
+        type=cli.listen_address,
+        metavar="HOST:PORT",
+    )
+    cli.add_flag(
+        parser,
+        "--read-db",
+        "ORDERS_READ_DB",
+        "read database written by the projector (read-only)",
+        type=Path,
+        metavar="FILE",
+    )
+    cli.add_flag(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store SQLite file (read-only)",
+        type=Path,
+        metavar="FILE",
+    )
+    cli.add_flag(
+        parser,
+        "--max-wait",
+        "ORDERS_MAX_WAIT",
+        "longest a query with min_position waits for the read model before UNAVAILABLE",
+        default="10",
+        type=cli.positive_float,
+        metavar="SECONDS",
+    )
+    cli.add_flag(
+        parser,
+        "--grace",
+        "ORDERS_GRACE",
+        "seconds in-flight calls get to finish on stop",
+        default="10",
+        type=cli.positive_float,
+        metavar="SECONDS",
+    )
     cli.add_log_level(parser)
     args = parser.parse_args(argv)
     cli.configure_logging(args.log_level, "read_service")

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from eventcore.errors import DeadlineExceeded, OutOfRange, WaitTimedOut
-from eventcore.query_bus import QueryBus, QueryResult
+from eventcore.query_bus import QueryBus
 from orders import queries
 from orders.order import OrderStatus
 from orders.projections import CustomerDocument, OrderDocument
@@ -72,8 +72,7 @@ def customer_summary(doc: CustomerDocument) -> pb.CustomerSummary:
     )
 
 
-def list_response(result: QueryResult[Any], consistency: pb.Consistency) -> pb.ListOrdersResponse:
-    page: queries.OrderPage = result.value
+def list_response(page: queries.OrderPage, consistency: pb.Consistency) -> pb.ListOrdersResponse:
     return pb.ListOrdersResponse(
         orders=[order_summary(doc) for doc in page.orders],
         next_page_token=page.next_page_token,
@@ -90,7 +89,7 @@ class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
 
     async def _answer(
         self, query: object, min_position: int, context: grpc.aio.ServicerContext
-    ) -> tuple[QueryResult[Any], pb.Consistency]:
+    ) -> tuple[Any, pb.Consistency]:
         """Validate, wait for min_position if asked, answer from one snapshot; versions attached."""
         storage = self._storage.get()
         try:
@@ -107,7 +106,7 @@ class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
         if result.refusal is not None:
             raise result.refusal
         version = result.read_model_version
-        return result, pb.Consistency(
+        return result.value, pb.Consistency(
             read_model_version=version, event_store_version=head, is_consistent=version >= head
         )
 
@@ -140,10 +139,10 @@ class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetOrderResponse:
-        result, consistency = await self._answer(
+        document, consistency = await self._answer(
             queries.GetOrder(request.order_id), request.min_position, context
         )
-        return pb.GetOrderResponse(order=order_view(result.value), consistency=consistency)
+        return pb.GetOrderResponse(order=order_view(document), consistency=consistency)
 
     @grpc_method
     async def ListOrdersByCustomer(
@@ -165,10 +164,10 @@ class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
     async def GetCustomerSummary(
         self, request: pb.GetCustomerSummaryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCustomerSummaryResponse:
-        result, consistency = await self._answer(
+        document, consistency = await self._answer(
             queries.GetCustomerSummary(request.customer_id), request.min_position, context
         )
-        return pb.GetCustomerSummaryResponse(summary=customer_summary(result.value), consistency=consistency)
+        return pb.GetCustomerSummaryResponse(summary=customer_summary(document), consistency=consistency)
 
     @grpc_method
     async def GetProjectionStatus(
@@ -180,10 +179,10 @@ class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
             checkpoints = view.checkpoints()
         return pb.GetProjectionStatusResponse(
             projections=[
-                pb.ProjectionState(name=c.name, position=c.position, updated_at=optional_timestamp(c.updated_at_us))
+                pb.ProjectionState(
+                    name=c.name, position=c.position, updated_at=optional_timestamp(c.updated_at_us)
+                )
                 for c in checkpoints
             ],
             event_store_version=head,
         )
-
-

@@ -61,8 +61,12 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, env: str, help: str, **
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
     add_flag(
-        parser, "--log-level", "ORDERS_LOG_LEVEL", "logging threshold",
-        default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        parser,
+        "--log-level",
+        "ORDERS_LOG_LEVEL",
+        "logging threshold",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
 
 

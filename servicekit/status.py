@@ -39,7 +39,7 @@ STATUS_OF: dict[type[errors.ApplicationError], grpc.StatusCode] = {
 
 def status_code_of(error: errors.ApplicationError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
+        code = STATUS_OF.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

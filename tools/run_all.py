@@ -22,8 +22,15 @@ def commands(data_dir: Path, write_addr: str, read_addr: str) -> dict[str, list[
         "write_service": [python, "-m", "write_service", "--listen", write_addr, "--event-store", events],
         "projector": [python, "-m", "projector", "--event-store", events, "--read-db", read_db],
         "read_service": [
-            python, "-m", "read_service", "--listen", read_addr, "--read-db", read_db,
-            "--event-store", events,
+            python,
+            "-m",
+            "read_service",
+            "--listen",
+            read_addr,
+            "--read-db",
+            read_db,
+            "--event-store",
+            events,
         ],
     }
 
@@ -51,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"write service on {args.write_addr}, read service on {args.read_addr}, data in"
         f" {args.data_dir}; Ctrl-C stops all three",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     failed = ""
     while not stopping and not failed:

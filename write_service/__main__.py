@@ -21,18 +21,48 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Order command service: validates commands against each order's history and"
         " appends the resulting events durably to a SQLite event store.",
     )
-    cli.add_flag(parser, "--listen", "ORDERS_WRITE_LISTEN", "gRPC address HOST:PORT (port 0 picks one)",
-                 type=cli.listen_address, metavar="HOST:PORT")
-    cli.add_flag(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (created if missing)",
-                 type=Path, metavar="FILE")
-    cli.add_flag(parser, "--synchronous", "ORDERS_SYNCHRONOUS",
-                 "FULL: a reply means the events are on disk; NORMAL: faster, a power failure may lose"
-                 " the last acknowledged commands (a process crash never does)",
-                 default="FULL", choices=["FULL", "NORMAL"])
-    cli.add_flag(parser, "--stream-cache-size", "ORDERS_STREAM_CACHE_SIZE",
-                 "order states kept in memory between commands", default="10000", type=cli.positive_int)
-    cli.add_flag(parser, "--grace", "ORDERS_GRACE", "seconds in-flight calls get to finish on stop",
-                 default="10", type=cli.positive_float, metavar="SECONDS")
+    cli.add_flag(
+        parser,
+        "--listen",
+        "ORDERS_WRITE_LISTEN",
+        "gRPC address HOST:PORT (port 0 picks one)",
+        type=cli.listen_address,
+        metavar="HOST:PORT",
+    )
+    cli.add_flag(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store SQLite file (created if missing)",
+        type=Path,
+        metavar="FILE",
+    )
+    cli.add_flag(
+        parser,
+        "--synchronous",
+        "ORDERS_SYNCHRONOUS",
+        "FULL: a reply means the events are on disk; NORMAL: faster, a power failure may lose"
+        " the last acknowledged commands (a process crash never does)",
+        default="FULL",
+        choices=["FULL", "NORMAL"],
+    )
+    cli.add_flag(
+        parser,
+        "--stream-cache-size",
+        "ORDERS_STREAM_CACHE_SIZE",
+        "order states kept in memory between commands",
+        default="10000",
+        type=cli.positive_int,
+    )
+    cli.add_flag(
+        parser,
+        "--grace",
+        "ORDERS_GRACE",
+        "seconds in-flight calls get to finish on stop",
+        default="10",
+        type=cli.positive_float,
+        metavar="SECONDS",
+    )
     cli.add_log_level(parser)
     args = parser.parse_args(argv)
     cli.configure_logging(args.log_level, "write_service")

@@ -44,7 +44,9 @@ class WriteService:
         self.store = SQLiteEventStore.open(settings.event_store, order_codec(), settings.synchronous)
         log.info(
             "event store %s at position %d (synchronous=%s)",
-            settings.event_store, self.store.head_position(), settings.synchronous.value,
+            settings.event_store,
+            self.store.head_position(),
+            settings.synchronous.value,
         )
         self.bus = build_bus(self.store, settings.stream_cache_size)
         self.host = ServerHost([SERVICE_NAME])

@@ -29,10 +29,15 @@ def _expected(request: Any) -> int | None:
 
 
 def _created(data: events.OrderCreated) -> dict[str, Any]:
-    items = [pb.OrderItem(product_id=i.product_id, quantity=i.quantity, unit_price=i.unit_price)
-             for i in data.items]
-    return {"order_created": pb.OrderCreated(
-        order_id=data.order_id, customer_id=data.customer_id, items=items, total=data.total)}
+    items = [
+        pb.OrderItem(product_id=i.product_id, quantity=i.quantity, unit_price=i.unit_price)
+        for i in data.items
+    ]
+    return {
+        "order_created": pb.OrderCreated(
+            order_id=data.order_id, customer_id=data.customer_id, items=items, total=data.total
+        )
+    }
 
 
 def _confirmed(data: events.OrderConfirmed) -> dict[str, Any]:
