@@ -19,32 +19,38 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
 
-proto: $(STAMP)  ## regenerate orders_api/ from protos/
+# The generated code is committed; it is rebuilt when the .proto or the generator is newer, and
+# tests/ fail if it ever differs from what the pinned tools make of protos/.
+GENERATED := orders_api/v1/orders_pb2.py
+
+$(GENERATED): protos/orders/v1/orders.proto tools/gen_proto.py | $(STAMP)
 	$(PY) tools/gen_proto.py
+
+proto: $(GENERATED)  ## regenerate orders_api/ from protos/ if they changed
 
 $(DATA_DIR):
 	mkdir -p $(DATA_DIR)
 
-run: proto | $(DATA_DIR)  ## start write service, projector and read service; Ctrl-C stops all three
+run: $(STAMP) proto | $(DATA_DIR)  ## start write service, projector and read service; Ctrl-C stops all three
 	$(PY) -m tools.run_all --data-dir $(DATA_DIR) --write-addr $(WRITE_ADDR) --read-addr $(READ_ADDR)
 
-write: proto | $(DATA_DIR)  ## start the write service alone
+write: $(STAMP) proto | $(DATA_DIR)  ## start the write service alone
 	$(PY) -m write_service --listen $(WRITE_ADDR) --event-store $(DATA_DIR)/events.db
 
-projector: proto | $(DATA_DIR)  ## start the projector alone
+projector: $(STAMP) proto | $(DATA_DIR)  ## start the projector alone
 	$(PY) -m projector --event-store $(DATA_DIR)/events.db --read-db $(DATA_DIR)/read.db
 
-read: proto | $(DATA_DIR)  ## start the read service alone
+read: $(STAMP) proto | $(DATA_DIR)  ## start the read service alone
 	$(PY) -m read_service --listen $(READ_ADDR) --read-db $(DATA_DIR)/read.db --event-store $(DATA_DIR)/events.db
 
-test: proto  ## run the whole test suite
+test: $(STAMP) proto  ## run the whole test suite (unit, contract, integration, end to end)
 	$(PY) -m pytest
 
 lint: $(STAMP)  ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-bench: proto  ## benchmark vs no-op gRPC and raw SQLite ceilings; results in bench/results/ (BENCH_ARGS=--quick)
+bench: $(STAMP) proto  ## benchmark vs no-op gRPC and raw SQLite ceilings; results in bench/results/ (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
 
 bench-peer: proto  ## the benchmark plus the eventsourcing peer (installs bench/requirements.txt)
