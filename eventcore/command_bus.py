@@ -215,12 +215,13 @@ class CommandBus:
         results: list[Any] = []  # CommandResult or the exception, per command; _Decided until committed
         overlay: dict[str, tuple[Any, int]] = {}  # stream states as this batch leaves them
         ids_in_batch: dict[str, tuple[int, str]] = {}  # command_id -> (index, fingerprint)
+        unread: set[str] = set()  # streams a create in this batch assumed new without reading them
         retries_in_batch: list[tuple[int, int]] = []  # (retry index, original index)
         decided: list[_Decided] = []
         for index, queued in enumerate(batch):
             outcome: _Decided | CommandResult | BaseException
             try:
-                outcome = self._decide(index, queued, overlay, ids_in_batch)
+                outcome = self._decide(index, queued, overlay, ids_in_batch, unread)
             except _SameCommandInBatch as retry:
                 retries_in_batch.append((index, retry.original_index))
                 outcome = retry
@@ -275,6 +276,7 @@ class CommandBus:
         queued: _Queued,
         overlay: dict[str, tuple[Any, int]],
         ids_in_batch: dict[str, tuple[int, str]],
+        unread: set[str],
     ) -> _Decided | CommandResult:
         handler, command = queued.handler, queued.command
         command_id: str = command.command_id
@@ -298,7 +300,17 @@ class CommandBus:
             if known is not None and known[1] > 0:
                 raise AlreadyExists(exists_message)
             state, version = handler.aggregate.initial, 0
+            unread.add(stream_id)
         else:
+            if stream_id in unread:
+                # A create earlier in this batch assumed the stream new; if it exists after all,
+                # that create will be refused, and this command must be decided on the real state.
+                unread.discard(stream_id)
+                history = self._store.read_stream(stream_id)
+                if history:
+                    aggregate = handler.aggregate
+                    real = aggregate.fold(aggregate.initial, [e.data for e in history])
+                    overlay[stream_id] = (real, len(history))
             state, version = self._load(handler.aggregate, stream_id, overlay)
         if handler.expects is Expects.EXISTING_STREAM and version == 0:
             raise NotFound(f"{handler.describe(command)} not found")
