@@ -76,17 +76,21 @@ class ProjectionRunner:
         return dict(self._positions)
 
     def run_once(self) -> int:
-        """Apply the next batch of events; returns how many events the batch held (0 when idle)."""
+        """Apply the next batch of events; returns how many new events it held (0 when idle)."""
         if len(self._positions) != len(self._projections):
             self.prepare()
         start = min(self._positions.values())
         events = self._log.read_all(start, self._batch_size)
         if not events:
             return 0
-        last = events[-1].position
+        applied: dict[str, int] = {}
         with self._store.transaction() as work:
+            # The checkpoints stored with the rows are the authority: an event at or below one is
+            # never applied again, whatever this runner remembers or the log reader hands over.
+            stored = self._store.checkpoints()
             for projection in self._projections:
-                done = self._positions[projection.name]
+                checkpoint = stored.get(projection.name)
+                done = max(self._positions[projection.name], checkpoint.position if checkpoint else 0)
                 handlers = projection.handlers
                 for event in events:
                     if event.position <= done:
@@ -94,10 +98,11 @@ class ProjectionRunner:
                     handler = handlers.get(type(event.data))
                     if handler is not None:
                         handler(work, event)
-                work.set_checkpoint(projection.name, projection.version, last)
-        for projection in self._projections:
-            self._positions[projection.name] = last
-        return len(events)
+                    done = event.position
+                work.set_checkpoint(projection.name, projection.version, done)
+                applied[projection.name] = done
+        self._positions.update(applied)
+        return sum(1 for event in events if event.position > start)
 
     def run_until_idle(self) -> int:
         """Apply batches until the log has nothing new; returns the number of events read."""
