@@ -7,10 +7,11 @@ ever sees the current shape.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
+
+from eventcore.json_text import json_dumps, json_loads
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -41,8 +42,8 @@ class EventCodec:
     def __init__(self) -> None:
         self._by_name: dict[str, _Registration] = {}
         self._by_class: dict[type[Any], _Registration] = {}
-        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        self._loads = json.JSONDecoder().decode
+        self._dumps = json_dumps
+        self._loads = json_loads
 
     def register(
         self,

@@ -26,8 +26,10 @@ class Index:
     order_by: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Collection:
+    """Declared once per read model; compared and hashed by identity (it keys hot dictionaries)."""
+
     name: str
     indexes: tuple[Index, ...] = ()
 

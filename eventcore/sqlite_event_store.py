@@ -6,7 +6,6 @@ so it can keep the head position in memory; readers open the file read-only.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -26,6 +25,7 @@ from eventcore.event_store import (
     StorageFailure,
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
+from eventcore.json_text import json_dumps, json_loads
 from eventcore.sqlite_support import (
     Synchronous,
     WriterLock,
@@ -76,7 +76,7 @@ class SQLiteEventLogReader(EventLogReader):
     def __init__(self, connection: sqlite3.Connection, codec: EventCodec) -> None:
         self._connection = connection
         self._codec = codec
-        self._loads = json.JSONDecoder().decode
+        self._loads = json_loads
         self._parse_time = _TimestampParser()
 
     @classmethod
@@ -145,7 +145,7 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         super().__init__(connection, codec)
         self._lock = lock
         self._head = super().head_position()
-        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        self._dumps = json_dumps
 
     @classmethod
     def open(

@@ -7,7 +7,6 @@ they are dropped and rebuilt by replaying the log, which is how read models chan
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eventcore.errors import Unavailable
+from eventcore.json_text import json_dumps, json_loads
 from eventcore.read_store import (
     Checkpoint,
     Collection,
@@ -109,7 +109,7 @@ def statements(collection: Collection) -> _Statements:
 class _SQLiteView(ReadView):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._loads = json.JSONDecoder().decode
+        self._loads = json_loads
 
     def get(self, collection: Collection, key: str) -> Document | None:
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
@@ -191,7 +191,7 @@ class _SQLiteUnitOfWork(UnitOfWork):
         self._connection = connection
         self._changes: dict[Collection, dict[str, Document | None]] = {}
         self._checkpoints: dict[str, tuple[int, int]] = {}
-        self._loads = json.JSONDecoder().decode
+        self._loads = json_loads
 
     def get(self, collection: Collection, key: str) -> Document | None:
         changes = self._changes.get(collection)
@@ -213,7 +213,7 @@ class _SQLiteUnitOfWork(UnitOfWork):
         self._checkpoints[projection] = (version, position)
 
     def flush(self) -> None:
-        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        dumps = json_dumps
         for collection, changes in self._changes.items():
             sql = statements(collection)
             fields = sql.fields

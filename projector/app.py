@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Settings:
     event_store: Path
     read_db: Path
-    batch_size: int = 1000
+    batch_size: int = 5000
     poll_interval: float = 0.005  # seconds between looks at an idle log
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
 
