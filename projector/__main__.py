@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--batch-size",
         "ORDERS_BATCH_SIZE",
         "events applied per transaction",
-        default="1000",
+        default="5000",
         type=cli.positive_int,
     )
     cli.add_flag(
