@@ -138,6 +138,11 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def stdout_text(self) -> str:
+        if self._stdout_path is None or not self._stdout_path.exists():
+            return ""
+        return self._stdout_path.read_bytes().decode(errors="replace")
+
     def stderr_text(self) -> str:
         if self._stderr_path is None or not self._stderr_path.exists():
             return ""

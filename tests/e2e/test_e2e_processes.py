@@ -3,12 +3,14 @@ and the bounds of a read-your-writes wait (call deadline, --max-wait) while the 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -96,6 +98,46 @@ def test_any_start_order_works(make_trio: Callable[..., Trio], order: tuple[str,
     )
     assert reply.order.status == orders_pb2.ORDER_STATUS_PENDING
     assert trio.wait_projected(created.position).event_store_version == created.position == 1
+
+
+def test_stdout_carries_only_the_listening_line_and_logs_go_to_stderr(trio: Trio) -> None:
+    trio.commands.CreateOrder(create_request(unique("o")), timeout=10)  # something worth logging
+    for proc in (trio.write, trio.read):
+        assert proc.stdout_text() == f"listening on {proc.address}\n", proc.stdout_text()
+    assert trio.projector.stdout_text() == "", "the projector serves nothing and logs to stderr"
+
+
+def _open_modes(proc: ServiceProcess, paths: list[Path]) -> dict[str, str]:
+    """How the process holds each of these files open right now: "ro" or "rw" (from /proc)."""
+    modes: dict[str, str] = {}
+    wanted = {str(p.resolve()): p.name for p in paths}
+    for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+            with open(f"/proc/{proc.pid}/fdinfo/{fd}") as info:
+                flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags"))
+        except (OSError, StopIteration):
+            continue
+        if target in wanted:
+            mode = "ro" if flags & os.O_ACCMODE == os.O_RDONLY else "rw"
+            if modes.get(wanted[target]) != "rw":
+                modes[wanted[target]] = mode
+    return modes
+
+
+@pytest.mark.skipif(not Path("/proc/self/fdinfo").exists(), reason="needs Linux /proc")
+def test_readers_open_the_database_files_read_only(trio: Trio) -> None:
+    created = trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
+    trio.queries.GetOrder(
+        orders_pb2.GetOrderRequest(
+            order_id=created.events[0].order_created.order_id, min_position=created.position
+        ),
+        timeout=10,
+    )
+    databases = [trio.events_db, trio.read_db]
+    assert _open_modes(trio.read, databases) == {"events.db": "ro", "read.db": "ro"}
+    assert _open_modes(trio.projector, databases) == {"events.db": "ro", "read.db": "rw"}
+    assert _open_modes(trio.write, databases) == {"events.db": "rw"}
 
 
 # ------------------------------------------------------------------------------------------------
