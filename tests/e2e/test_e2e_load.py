@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e_support import Trio, create_request, event_rows, item, total_of, unique
+from e2e_support import Trio, create_request, event_rows, item, total_of, unique, wait_for
 
 from orders_api.v1 import orders_pb2
 
@@ -322,3 +322,44 @@ def test_projector_killed_mid_stream_recovers_exact_read_model(make_trio: Callab
         assert list(view.items) == o.items
         if o.fate == "ship":
             assert view.tracking_number == f"T-{o.order_id}"
+
+
+# ------------------------------------------------------------------------------------------------
+# kill -9 of the write service in the middle of the stream
+# ------------------------------------------------------------------------------------------------
+
+
+def test_write_service_killed_mid_stream_keeps_every_acknowledged_command(
+    make_trio: Callable[..., Trio],
+) -> None:
+    """A reply is sent only after its events are committed: after kill -9 and a restart, every
+    acknowledged command is there (and still deduplicated by its command_id), positions stay gap-free."""
+    trio = make_trio()
+    trio.start_write()
+    requests = [create_request(unique("o"), "c-kill", command_id=unique("cmd")) for _ in range(400)]
+    futures = [trio.commands.CreateOrder.future(r, timeout=30) for r in requests]
+    wait_for(lambda: sum(f.done() for f in futures) >= 50, 20, "50 acknowledged creates")
+    trio.write.kill9()
+
+    acknowledged: dict[str, int] = {}
+    for request, future in zip(requests, futures, strict=True):
+        try:
+            acknowledged[f"order-{request.order_id}"] = future.result(timeout=30).position
+        except grpc.RpcError as error:
+            assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), error
+    assert 50 <= len(acknowledged) < 400, f"{len(acknowledged)} acknowledged: the kill was not mid-stream"
+
+    trio.start_write()
+    rows = event_rows(trio.events_db)
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1)), "positions are not gap-free"
+    stored = {r[1]: r[0] for r in rows}
+    missing = {s: p for s, p in acknowledged.items() if stored.get(s) != p}
+    assert not missing, (
+        f"acknowledged but not in the event store at that position: {list(missing.items())[:5]}"
+    )
+
+    first = next(r for r in requests if f"order-{r.order_id}" in acknowledged)
+    again = trio.commands.CreateOrder(first, timeout=10)
+    assert (again.deduplicated, again.position) == (True, acknowledged[f"order-{first.order_id}"])
+    after = trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
+    assert after.position == len(rows) + 1
