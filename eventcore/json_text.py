@@ -12,7 +12,8 @@ from typing import Any
 
 json_dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-_scan_once = json.JSONDecoder().scan_once
+# The C scanner that JSONDecoder.decode calls after its whitespace scans (untyped in typeshed).
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def json_loads(text: str) -> Any:

@@ -196,7 +196,8 @@ class _SQLiteUnitOfWork(UnitOfWork):
     def get(self, collection: Collection, key: str) -> Document | None:
         changes = self._changes.get(collection)
         if changes is not None and key in changes:
-            return changes[key]
+            change = changes[key]
+            return None if change is None else self._loads(change[-1])
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
         return self._loads(row[0]) if row else None
 
@@ -204,7 +205,7 @@ class _SQLiteUnitOfWork(UnitOfWork):
         changes = self._changes.get(collection)
         if changes is None:
             changes = self._changes[collection] = {}
-        changes[key] = document
+        changes[key] = (key, *(document[f] for f in statements(collection).fields), json_dumps(document))
 
     def delete(self, collection: Collection, key: str) -> None:
         self._changes.setdefault(collection, {})[key] = None
@@ -217,12 +218,8 @@ class _SQLiteUnitOfWork(UnitOfWork):
         for collection, changes in self._changes.items():
             sql = statements(collection)
             fields = sql.fields
-            upserts = [
-                (key, *(doc[f] for f in fields), dumps(doc))
-                for key, doc in changes.items()
-                if doc is not None
-            ]
-            deletes = [(key,) for key, doc in changes.items() if doc is None]
+            upserts = [row for row in changes.values() if row is not None]
+            deletes = [(key,) for key, row in changes.items() if row is None]
             if upserts:
                 self._connection.executemany(sql.upsert, upserts)
             if deletes:

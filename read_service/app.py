@@ -36,7 +36,8 @@ class ReadService:
         self.host = ServerHost([SERVICE_NAME])
         self.watch = PositionWatch(self.storage.positions)
         orders_pb2_grpc.add_OrderQueryServiceServicer_to_server(
-            OrderQueryServicer(query_bus(), self.storage, self.watch, settings.max_wait), self.host.server
+            OrderQueryServicer(query_bus(), self.storage, self.watch, settings.max_wait, self.host.calls),
+            self.host.server,
         )
         self._readiness: asyncio.Task[None] | None = None
         self._closed = False

@@ -18,7 +18,7 @@ from orders_api.v1 import orders_pb2_grpc
 from read_service.position_watch import PositionWatch
 from read_service.storage import StorageSlot
 from servicekit.protobuf import optional_timestamp
-from servicekit.status import grpc_method
+from servicekit.status import CallTracker, TrackedServicer, grpc_method
 
 _STATUS_TO_PB = {
     OrderStatus.PENDING.value: pb.ORDER_STATUS_PENDING,
@@ -80,8 +80,11 @@ def list_response(page: queries.OrderPage, consistency: pb.Consistency) -> pb.Li
     )
 
 
-class OrderQueryServicer(orders_pb2_grpc.OrderQueryServiceServicer):
-    def __init__(self, bus: QueryBus, storage: StorageSlot, watch: PositionWatch, max_wait: float) -> None:
+class OrderQueryServicer(TrackedServicer, orders_pb2_grpc.OrderQueryServiceServicer):
+    def __init__(
+        self, bus: QueryBus, storage: StorageSlot, watch: PositionWatch, max_wait: float, calls: CallTracker
+    ) -> None:
+        super().__init__(calls)
         self._bus = bus
         self._storage = storage
         self._watch = watch

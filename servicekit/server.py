@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
+from servicekit.status import CallTracker
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 # SO_REUSEPORT off: a second server on a taken port must fail, not share it silently.
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+# Once no call has run for this long, calls queued before the stop have all been refused.
+_QUIET_BEFORE_STOP = 0.2
 
 
 class BindError(Exception):
@@ -35,6 +42,7 @@ class ServerHost:
 
     def __init__(self, service_names: Sequence[str]) -> None:
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.calls = CallTracker()
         self.health = HealthServicer()
         self.service_names = list(service_names)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -69,9 +77,22 @@ class ServerHost:
             await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
-        """Idempotent: refuse new calls, let in-flight ones finish, then stop."""
+        """Idempotent: refuse new calls, let in-flight ones finish, then stop.
+
+        Draining happens here rather than in grpc's own stop, which cancels calls that arrived but
+        had not started (CANCELLED, which clients do not retry); drained, they get UNAVAILABLE.
+        """
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        self.calls.draining = True
+        deadline = time.monotonic() + grace
+        quiet_since = time.monotonic()
+        while (now := time.monotonic()) < deadline:
+            if self.calls.in_flight:
+                quiet_since = now
+            elif now - max(quiet_since, self.calls.last_refused) >= _QUIET_BEFORE_STOP:
+                break
+            await asyncio.sleep(0.005)
+        await self.server.stop(max(deadline - time.monotonic(), 0.0))
 
 
 async def wait_for_stop_signal() -> None:

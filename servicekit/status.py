@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -75,11 +76,38 @@ def rich_status(code: grpc.StatusCode, message: str, error: Exception | None = N
 M = TypeVar("M", bound=Callable[..., Awaitable[Any]])
 
 
+class CallTracker:
+    """Counts the calls a server is running, and refuses new ones once it is draining."""
+
+    __slots__ = ("draining", "in_flight", "last_refused")
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self.last_refused = 0.0  # time.monotonic() of the last call refused while draining
+
+
+class TrackedServicer:
+    """Base of servicers whose methods use @grpc_method: they share their server's CallTracker."""
+
+    def __init__(self, calls: CallTracker) -> None:
+        self.calls = calls
+
+
 def grpc_method(method: M) -> M:
-    """Map what a servicer method raises to a status; the process keeps serving either way."""
+    """Map what a servicer method raises to a status; the process keeps serving either way.
+
+    While the server drains for a stop, a call that has not started yet is refused with
+    UNAVAILABLE, which clients may retry elsewhere or later.
+    """
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: TrackedServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        calls = self.calls
+        if calls.draining:
+            calls.last_refused = time.monotonic()
+            await _abort(context, rich_status(grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
+        calls.in_flight += 1
         try:
             return await method(self, request, context)
         except errors.ApplicationError as error:
@@ -93,6 +121,8 @@ def grpc_method(method: M) -> M:
                 context,
                 rich_status(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"),
             )
+        finally:
+            calls.in_flight -= 1
 
     return wrapper  # type: ignore[return-value]
 

@@ -51,7 +51,7 @@ class WriteService:
         self.bus = build_bus(self.store, settings.stream_cache_size)
         self.host = ServerHost([SERVICE_NAME])
         orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
-            OrderCommandServicer(self.bus), self.host.server
+            OrderCommandServicer(self.bus, self.host.calls), self.host.server
         )
         self._closed = False
 

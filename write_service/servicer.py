@@ -17,7 +17,7 @@ from orders import commands, events
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
 from servicekit.protobuf import timestamp
-from servicekit.status import grpc_method
+from servicekit.status import CallTracker, TrackedServicer, grpc_method
 
 
 def _items(request_items: Any) -> tuple[events.OrderItem, ...]:
@@ -82,8 +82,9 @@ def reply(result: CommandResult) -> pb.CommandReply:
     )
 
 
-class OrderCommandServicer(orders_pb2_grpc.OrderCommandServiceServicer):
-    def __init__(self, bus: CommandBus) -> None:
+class OrderCommandServicer(TrackedServicer, orders_pb2_grpc.OrderCommandServiceServicer):
+    def __init__(self, bus: CommandBus, calls: CallTracker) -> None:
+        super().__init__(calls)
         self._bus = bus
 
     @grpc_method
