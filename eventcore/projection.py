@@ -9,7 +9,6 @@ even across crashes and replays: an event at or below a projection's checkpoint 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +109,3 @@ class ProjectionRunner:
         while count := self.run_once():
             total += count
         return total
-
-    def run_forever(self, stop: threading.Event, idle_wait: float = 0.005) -> None:
-        """Follow the log until `stop` is set; between batches a crash loses nothing."""
-        while not stop.is_set():
-            if self.run_once() == 0:
-                stop.wait(idle_wait)
