@@ -189,7 +189,9 @@ class SQLiteReadStoreReader(ReadStoreReader):
 class _SQLiteUnitOfWork(UnitOfWork):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._changes: dict[Collection, dict[str, Document | None]] = {}
+        # key -> the row to upsert (key, indexed fields, JSON), or None to delete. Serialised at
+        # put, so a handler that mutates a document afterwards cannot change what is committed.
+        self._changes: dict[Collection, dict[str, tuple[Any, ...] | None]] = {}
         self._checkpoints: dict[str, tuple[int, int]] = {}
         self._loads = json_loads
 
@@ -214,10 +216,8 @@ class _SQLiteUnitOfWork(UnitOfWork):
         self._checkpoints[projection] = (version, position)
 
     def flush(self) -> None:
-        dumps = json_dumps
         for collection, changes in self._changes.items():
             sql = statements(collection)
-            fields = sql.fields
             upserts = [row for row in changes.values() if row is not None]
             deletes = [(key,) for key, row in changes.items() if row is None]
             if upserts:
