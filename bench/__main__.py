@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "figure with its ratio to its ceiling and the targets with PASS/MISS.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes and 1 s windows (CI smoke, < 1 min)"
+        "--quick", action="store_true", help="small sizes and 0.8 s windows (CI smoke, < 1 min)"
     )
     parser.add_argument(
         "--peer",
@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="directory for data files and process logs (default: a new temporary directory)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each stage, wait up to SECONDS for other programs to stop using the CPU (default 0)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     build = settings.quick if args.quick else settings.full
-    chosen = build(args.results_dir, args.work_dir, args.keep, args.peer)
+    chosen = build(args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet)
     results = run(chosen)
     report.summarize(results)
     json_path, markdown_path = report.write(results, chosen.results_dir)

@@ -86,7 +86,14 @@ def closed_loop(
 
 
 def open_loop_lag(
-    *, write: str, read: str, rate: float, warmup: float, duration: float, log_dir: Path
+    *,
+    write: str,
+    read: str,
+    rate: float,
+    warmup: float,
+    duration: float,
+    watch_pids: list[int],
+    log_dir: Path,
 ) -> dict[str, Any]:
     """The result of one `bench.lag` run."""
     args = [
@@ -100,5 +107,7 @@ def open_loop_lag(
         str(warmup),
         "--duration",
         str(duration),
+        "--watch-pids",
+        ",".join(str(p) for p in watch_pids),
     ]
     return run_json("bench.lag", args, log_dir, "lag-client", warmup + duration + 60)[0]

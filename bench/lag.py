@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from bench import stats
+from bench import processes, stats
 from bench.api import grpc_api
 from bench.messages import RequestFactory
 from orders_api.v1 import orders_pb2
@@ -39,6 +39,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent but not measured")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--tag", default="", help="prefix of new order ids (default: random)")
+    parser.add_argument("--watch-pids", default="", help="comma-separated pids of the processes under test")
     return parser.parse_args(argv)
 
 
@@ -84,6 +85,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         warmup_calls = int(args.warmup * args.rate)
         total_calls = warmup_calls + int(args.duration * args.rate)
         tasks: list[asyncio.Task[None]] = []
+        pids = [int(p) for p in args.watch_pids.split(",") if p]
+        window_cpu = processes.CpuSample.take(pids)
         start = time.perf_counter()
         behind = 0
         for sequence in range(total_calls):
@@ -93,9 +96,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(delay)
             elif delay < -0.005:
                 behind += 1  # the client itself could not keep the schedule
+            if sequence == warmup_calls:
+                window_cpu = processes.CpuSample.take(pids)
             tasks.append(asyncio.create_task(one(sequence, sequence >= warmup_calls)))
         sent_in = time.perf_counter() - start
         await asyncio.gather(*tasks)
+        cpu = processes.CpuSample.take(pids).since(window_cpu)
     measured_calls = total_calls - warmup_calls
     return {
         "target_rate": args.rate,
@@ -107,6 +113,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stale_answers": stale,
         "lag": stats.summarize_ms(lags),
         "command": stats.summarize_ms(command_latencies),
+        "client_cores": round(cpu["client_cores"], 3),
+        "foreign_cores": round(cpu["foreign_cores"], 3),
     }
 
 

@@ -71,7 +71,7 @@ async def measure(
     begin = time.perf_counter()
     window_start = begin + warmup
     window_end = window_start + duration
-    cpu_start: dict[int, float] = {}
+    window_cpu: list[processes.CpuSample] = []
 
     async def worker(index: int) -> None:
         sequence = 0
@@ -93,16 +93,13 @@ async def measure(
 
     async def sample_cpu() -> None:
         await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-        for pid in pids:
-            cpu_start[pid] = processes.read_cpu_seconds(pid)
+        window_cpu.append(processes.CpuSample.take(pids))
 
-    client_cpu = time.process_time()
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     await sampler
     # The window ended when the workers stopped starting calls; CPU is read as close to it as we can.
-    cpu = {pid: processes.read_cpu_seconds(pid) - cpu_start.get(pid, 0.0) for pid in pids}
-    client_cpu = time.process_time() - client_cpu
+    cpu = processes.CpuSample.take(pids).since(window_cpu[0])
     calls = len(latencies)
     result: dict[str, Any] = {
         "concurrency": concurrency,
@@ -111,10 +108,12 @@ async def measure(
         "seconds": duration,
         "rate": round(calls / duration, 1),
         **stats.summarize_ms(latencies),
-        "client_cpu_share": round(client_cpu / (time.perf_counter() - begin), 3),
+        "client_cores": round(cpu["client_cores"], 3),
+        "foreign_cores": round(cpu["foreign_cores"], 3),
     }
     if pids and calls:
-        result["server_cpu_us_per_call"] = {str(p): round(c / calls * 1e6, 1) for p, c in cpu.items()}
+        watched = cpu["watched_seconds"].items()
+        result["server_cpu_us_per_call"] = {str(p): round(c / calls * 1e6, 1) for p, c in watched}
     return result
 
 

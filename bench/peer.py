@@ -99,7 +99,7 @@ class Order(Aggregate):  # type: ignore[misc, unused-ignore]
         self.cancel_reason = reason
 
 
-class Orders(Application):  # type: ignore[misc, unused-ignore]
+class Orders(Application[UUID]):  # type: ignore[misc, unused-ignore]
     """Command methods: load (replaying the stream), decide, save."""
 
     name = "Orders"
@@ -250,6 +250,7 @@ def append(app: Orders, events: int) -> dict[str, Any]:
 def project(app: Orders, view_path: Path) -> dict[str, Any]:
     """Pull every notification from position 0 and project it; events/s."""
     view = SQLiteFactory({"SQLITE_DBNAME": str(view_path)}).tracking_recorder(OrdersView)
+    assert isinstance(view, OrdersView)
     projection = OrdersProjection(view, {})
     last = view.max_tracking_id(app.name) or 0
     processed = 0

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Process:
     log_path: Path
     address: str = ""
     stdout_lines: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.perf_counter)  # perf_counter just after spawning
 
     @property
     def pid(self) -> int:
@@ -88,6 +89,61 @@ def read_cpu_seconds(pid: int) -> float:
     # The command name may contain spaces; fields after the closing parenthesis are fixed.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def read_system_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU time at one moment: the whole machine, this process, and each watched process."""
+
+    at: float
+    machine: float
+    own: float
+    watched: dict[int, float]
+
+    @classmethod
+    def take(cls, pids: list[int]) -> CpuSample:
+        watched = {pid: read_cpu_seconds(pid) for pid in pids}
+        return cls(time.perf_counter(), read_system_busy_seconds(), time.process_time(), watched)
+
+    def since(self, earlier: CpuSample) -> dict[str, Any]:
+        """Cores used between two samples: by this process, by the watched ones, and by everything else.
+
+        "Foreign" CPU is what neither the client nor the processes under test used: another program on
+        the machine. Figures measured while it is high are not worth comparing.
+        """
+        elapsed = max(self.at - earlier.at, 1e-9)
+        watched = {pid: self.watched[pid] - earlier.watched.get(pid, 0.0) for pid in self.watched}
+        own = self.own - earlier.own
+        foreign = (self.machine - earlier.machine) - own - sum(watched.values())
+        return {
+            "seconds": elapsed,
+            "client_cores": own / elapsed,
+            "watched_seconds": watched,
+            "foreign_cores": max(0.0, foreign / elapsed),
+        }
+
+
+def wait_for_quiet_machine(max_wait: float, threshold: float, window: float = 1.0) -> float:
+    """Wait (up to max_wait seconds) until other programs use under `threshold` cores for one window.
+
+    Returns the cores they used in the last window, so the caller can say it gave up on a busy machine.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = CpuSample.take([])
+        time.sleep(window)
+        foreign: float = CpuSample.take([]).since(before)["foreign_cores"]
+        if foreign < threshold or time.monotonic() >= deadline:
+            return foreign
+        log.info("machine busy (other programs use %.2f cores); waiting", foreign)
 
 
 def start(

@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bench import stages
+from bench import processes, stages
 from bench.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BUSY_CORES = 0.15  # CPU used by other programs during a measurement that makes it suspect
 
 
 def machine() -> dict[str, Any]:
@@ -62,6 +64,10 @@ def run(settings: Settings) -> dict[str, Any]:
     log.info("work directory %s", work)
 
     def stage(name: str, body: Callable[[], T]) -> T | None:
+        if settings.wait_quiet_s > 0:
+            foreign = processes.wait_for_quiet_machine(settings.wait_quiet_s, BUSY_CORES)
+            if foreign >= BUSY_CORES:
+                log.warning("stage %s starts on a busy machine (%.2f cores used by others)", name, foreign)
         stage_started = time.perf_counter()
         try:
             return body()
@@ -136,9 +142,23 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
         measured.append((f"CreateOrder @{level}", m))
     for rpc, per_level in (results.get("queries") or {}).items():
         measured.extend((f"{rpc} @{level}", m) for level, m in per_level.items())
+    noop = (results.get("ceilings") or {}).get("noop") or {}
+    for rpc, per_level in noop.items():
+        measured.extend((f"no-op {rpc} @{level}", m) for level, m in per_level.items())
     for name, m in measured:
         if m.get("errors"):
             notes.append(f"{name}: errors {m['errors']} besides {m['calls']} successful calls")
+    busy = [(name, m) for name, m in measured if m.get("foreign_cores", 0) > BUSY_CORES]
+    for name, m in (("live lag", results.get("lag") or {}), ("catch-up", results.get("catchup") or {})):
+        if m.get("foreign_cores", 0) > BUSY_CORES:
+            busy.append((name, m))
+    if busy:
+        worst = max(m["foreign_cores"] for _, m in busy)
+        names = ", ".join(name for name, _ in busy)
+        notes.append(
+            f"MACHINE BUSY: other programs used up to {worst:.2f} cores during {names}; those figures "
+            "are not comparable (rerun on a quiet machine)"
+        )
     lag = results.get("lag") or {}
     if lag.get("errors"):
         notes.append(f"live lag: errors {lag['errors']}")

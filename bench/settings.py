@@ -1,7 +1,7 @@
 """What a run measures and how long it takes: one frozen object built by the CLI.
 
 The full run is sized to finish in under 10 minutes on 2 cores; --quick keeps every code path but
-shrinks sizes and windows so CI can prove the harness works in under a minute (its figures are rough).
+shrinks sizes and windows (0.8 s per level) so CI can prove the harness works in under a minute (its figures are rough).
 """
 
 from __future__ import annotations
@@ -33,18 +33,19 @@ class Settings:
     raw_scale: float = 1.0
     peer_events: int = 20_000
     projection_timeout_s: float = 420.0
+    wait_quiet_s: float = 0.0  # before each stage, wait up to this long for other programs to go idle
 
 
-def full(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool) -> Settings:
-    return Settings("full", results_dir, work_dir, keep, peer)
+def full(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait_quiet_s: float) -> Settings:
+    return Settings("full", results_dir, work_dir, keep, peer, wait_quiet_s=wait_quiet_s)
 
 
-def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool) -> Settings:
+def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait_quiet_s: float) -> Settings:
     return replace(
-        full(results_dir, work_dir, keep, peer),
+        full(results_dir, work_dir, keep, peer, wait_quiet_s),
         mode="quick",
-        warmup_s=0.3,
-        duration_s=1.0,
+        warmup_s=0.25,
+        duration_s=0.8,
         small_orders=2_000,
         large_orders=20_000,
         catchup_events=5_000,

@@ -7,7 +7,6 @@ stopped before the next starts. Ratios and targets are computed later, in `bench
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +53,25 @@ def ceilings(settings: Settings, work: Path) -> dict[str, Any]:
 
 
 def _project(
-    system: OrderSystem, watcher: status.ProjectionWatcher, head: int, timeout: float
+    system: OrderSystem, watcher: status.ProjectionWatcher, head: int, timeout: float, started: float
 ) -> dict[str, Any]:
-    started = time.perf_counter()
+    """Wait until the read model has applied `head`; the rate, and the CPU other programs took meanwhile.
+
+    `started` is when the projector was spawned (perf_counter), for the wall time.
+    """
+    pids = system.pids()
+    cpu_before = processes.CpuSample.take(pids)
     samples = watcher.wait_for(head, timeout)
-    rate, seconds = status.steady_rate(samples, head)
+    cpu = processes.CpuSample.take(pids).since(cpu_before)
+    rate, seconds, how = status.steady_rate(samples, head, started)
     system.check_alive()
     return {
         "events": head,
         "events_per_s": round(rate, 1),
         "seconds": round(seconds, 3),
+        "timed": how,
         "wall_s": round(samples[-1].at - started, 3),
+        "foreign_cores": round(cpu["foreign_cores"], 3),
     }
 
 
@@ -85,7 +92,8 @@ def data_set(
         watcher = status.ProjectionWatcher(system.read_address)
         try:
             log.info("%s: projecting %d events", label, head)
-            result["projection"] = _project(system, watcher, head, settings.projection_timeout_s)
+            spawned = system.process(PROJECTOR).started_at
+            result["projection"] = _project(system, watcher, head, settings.projection_timeout_s, spawned)
             log.info("%s: GetOrder probe at 1 in flight", label)
             probe = clients.closed_loop(
                 read=system.read_address,
@@ -132,7 +140,7 @@ def _throughput(settings: Settings, system: OrderSystem, orders: int, logs: Path
         warmup=settings.warmup_s,
         duration=settings.duration_s,
         orders=orders,
-        watch_pids=[read_pid, projector_pid],
+        watch_pids=[read_pid, projector_pid, write_pid],
         log_dir=logs,
         name="query-client",
     )
@@ -151,6 +159,7 @@ def _throughput(settings: Settings, system: OrderSystem, orders: int, logs: Path
     lag = clients.open_loop_lag(
         write=system.write_address,
         read=system.read_address,
+        watch_pids=[write_pid, projector_pid, read_pid],
         rate=settings.lag_rate,
         warmup=settings.lag_warmup_s,
         duration=settings.lag_duration_s,
@@ -176,7 +185,8 @@ def catch_up(settings: Settings, work: Path) -> dict[str, Any]:
         try:
             system.start_projector()
             log.info("catch-up: projecting %d events", head)
-            result.update(_project(system, watcher, head, settings.projection_timeout_s))
+            spawned = system.process(PROJECTOR).started_at
+            result.update(_project(system, watcher, head, settings.projection_timeout_s, spawned))
             result["projector_peak_rss_kib"] = system.peak_rss_kib().get(PROJECTOR, 0)
         finally:
             watcher.close()

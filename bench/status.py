@@ -87,15 +87,18 @@ class ProjectionWatcher:
         return sample.head
 
 
-def steady_rate(samples: list[Sample], target: int) -> tuple[float, float]:
-    """(events/s, seconds) from the first observed progress to reaching `target`.
+def steady_rate(samples: list[Sample], target: int, started: float) -> tuple[float, float, str]:
+    """(events/s, seconds, how) to reach `target`.
 
-    Start-up (interpreter, imports, migrations) is excluded: it is reported separately as wall time.
+    From the first observed progress when the polls saw at least half the work happen, so start-up
+    (interpreter, imports, migrations) is left out; it is reported separately as wall time. A log
+    projected too fast for that (a quick run's) is timed from `started` instead, start-up included.
     """
     moving = [s for s in samples if s.position > 0]
     if not moving:
-        return 0.0, 0.0
+        return 0.0, 0.0, "none"
     first, last = moving[0], moving[-1]
-    if last.at <= first.at:
-        return 0.0, 0.0
-    return (min(last.position, target) - first.position) / (last.at - first.at), last.at - first.at
+    done = min(last.position, target)
+    if last.at > first.at and first.position <= done / 2:
+        return (done - first.position) / (last.at - first.at), last.at - first.at, "from first progress"
+    return done / (last.at - started), last.at - started, "from start, start-up included"

@@ -70,6 +70,9 @@ class OrderSystem:
     def read_address(self) -> str:
         return self._processes[READ].address
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes.values()]
+
     def check_alive(self) -> None:
         for process in self._processes.values():
             process.check_alive()
