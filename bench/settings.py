@@ -1,7 +1,8 @@
 """What a run measures and how long it takes: one frozen object built by the CLI.
 
 The full run is sized to finish in under 10 minutes on 2 cores; --quick keeps every code path but
-shrinks sizes and windows (0.8 s per level) so CI can prove the harness works in under a minute (its figures are rough).
+shrinks sizes and windows (0.8 s per level) so CI can prove the harness works in under a minute
+(its figures are rough).
 """
 
 from __future__ import annotations
