@@ -6,7 +6,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 from eventcore.sqlite_support import StorageLocked
@@ -22,22 +21,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Follows the event store and applies every event to the read models (order"
         " view, customer summaries) in the read database, checkpoints in the same transaction.",
     )
-    cli.add_flag(
-        parser,
-        "--event-store",
-        "ORDERS_EVENT_STORE",
-        "event store SQLite file (opened read-only)",
-        type=Path,
-        metavar="FILE",
-    )
-    cli.add_flag(
-        parser,
-        "--read-db",
-        "ORDERS_READ_DB",
-        "read database SQLite file (created if missing)",
-        type=Path,
-        metavar="FILE",
-    )
+    cli.add_file(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (opened read-only)")
+    cli.add_file(parser, "--read-db", "ORDERS_READ_DB", "read database SQLite file (created if missing)")
     cli.add_flag(
         parser,
         "--batch-size",
@@ -55,9 +40,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         type=cli.positive_float,
         metavar="SECONDS",
     )
-    cli.add_log_level(parser)
-    args = parser.parse_args(argv)
-    cli.configure_logging(args.log_level, "projector")
+    args = cli.parse(parser, argv)
     return Settings(args.event_store, args.read_db, args.batch_size, args.poll_interval)
 
 

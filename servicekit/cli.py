@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
@@ -57,6 +58,41 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, env: str, help: str, **
     required = default is None and kwargs.pop("required", True)
     shown = f" (env {env}" + (f", default {default})" if default is not None else ")")
     parser.add_argument(flag, default=default, required=required, help=help + shown, **kwargs)
+
+
+def add_listen(parser: argparse.ArgumentParser, env: str) -> None:
+    add_flag(
+        parser,
+        "--listen",
+        env,
+        "gRPC address HOST:PORT (port 0 picks one)",
+        type=listen_address,
+        metavar="HOST:PORT",
+    )
+
+
+def add_file(parser: argparse.ArgumentParser, flag: str, env: str, help: str) -> None:
+    add_flag(parser, flag, env, help, type=Path, metavar="FILE")
+
+
+def add_grace(parser: argparse.ArgumentParser) -> None:
+    add_flag(
+        parser,
+        "--grace",
+        "ORDERS_GRACE",
+        "seconds in-flight calls get to finish on stop",
+        default="10",
+        type=positive_float,
+        metavar="SECONDS",
+    )
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Add --log-level, parse (exit 2 on a bad flag) and configure logging for the process."""
+    add_log_level(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, parser.prog)
+    return args
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from eventcore.sqlite_support import StorageLocked
 from servicekit.status import CallTracker
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,24 @@ class ServerHost:
                 break
             await asyncio.sleep(0.005)
         await self.server.stop(max(deadline - time.monotonic(), 0.0))
+
+
+def run_server_process(serve: Callable[[], Awaitable[None]]) -> int:
+    """Run a server process's main coroutine; the exit status for a clean stop or a failed start.
+
+    `serve` is called inside the event loop, because grpc.aio objects bind to the loop that exists
+    when they are created.
+    """
+    try:
+        asyncio.run(_call(serve))
+    except (BindError, StorageLocked) as error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+async def _call(serve: Callable[[], Awaitable[None]]) -> None:
+    await serve()
 
 
 async def wait_for_stop_signal() -> None:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
-from pathlib import Path
 
-from eventcore.sqlite_support import StorageLocked, Synchronous
+from eventcore.sqlite_support import Synchronous
 from servicekit import cli
-from servicekit.server import BindError
+from servicekit.server import run_server_process
 from write_service.app import Settings, WriteService
-
-log = logging.getLogger("write_service")
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -21,21 +16,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Order command service: validates commands against each order's history and"
         " appends the resulting events durably to a SQLite event store.",
     )
-    cli.add_flag(
-        parser,
-        "--listen",
-        "ORDERS_WRITE_LISTEN",
-        "gRPC address HOST:PORT (port 0 picks one)",
-        type=cli.listen_address,
-        metavar="HOST:PORT",
-    )
-    cli.add_flag(
-        parser,
-        "--event-store",
-        "ORDERS_EVENT_STORE",
-        "event store SQLite file (created if missing)",
-        type=Path,
-        metavar="FILE",
+    cli.add_listen(parser, "ORDERS_WRITE_LISTEN")
+    cli.add_file(
+        parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (created if missing)"
     )
     cli.add_flag(
         parser,
@@ -54,18 +37,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         default="10000",
         type=cli.positive_int,
     )
-    cli.add_flag(
-        parser,
-        "--grace",
-        "ORDERS_GRACE",
-        "seconds in-flight calls get to finish on stop",
-        default="10",
-        type=cli.positive_float,
-        metavar="SECONDS",
-    )
-    cli.add_log_level(parser)
-    args = parser.parse_args(argv)
-    cli.configure_logging(args.log_level, "write_service")
+    cli.add_grace(parser)
+    args = cli.parse(parser, argv)
     return Settings(
         listen=args.listen,
         event_store=args.event_store,
@@ -75,18 +48,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
 
 
-async def serve(settings: Settings) -> None:
-    await WriteService(settings).run()
-
-
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    try:
-        asyncio.run(serve(settings))
-    except (BindError, StorageLocked) as error:
-        log.error("%s", error)
-        return 1
-    return 0
+    return run_server_process(lambda: WriteService(settings).run())
 
 
 if __name__ == "__main__":
