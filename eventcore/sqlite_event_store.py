@@ -26,15 +26,7 @@ from eventcore.event_store import (
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.json_text import json_dumps, json_loads
-from eventcore.sqlite_support import (
-    Synchronous,
-    WriterLock,
-    latest_version,
-    migrate,
-    open_for_writing,
-    open_read_only,
-    schema_version,
-)
+from eventcore.sqlite_support import Synchronous, WriterLock, open_locked_writer, open_migrated_reader
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +74,7 @@ class SQLiteEventLogReader(EventLogReader):
     @classmethod
     def open(cls, path: str | Path, codec: EventCodec) -> SQLiteEventLogReader:
         """Open read-only; FileNotFoundError until the writer has created the file's schema."""
-        if not Path(path).exists():
-            raise FileNotFoundError(f"event store {path} does not exist yet")
-        connection = open_read_only(path)
-        if schema_version(connection) < latest_version(SCHEMA):
-            connection.close()
-            raise FileNotFoundError(f"event store {path} is not initialised yet")
-        return cls(connection, codec)
+        return cls(open_migrated_reader(path, SCHEMA, "event store"), codec)
 
     def head_position(self) -> int:
         try:
@@ -152,13 +138,7 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         cls, path: str | Path, codec: EventCodec, synchronous: Synchronous = Synchronous.FULL
     ) -> SQLiteEventStore:
         """Create or upgrade the file and take the writer lock."""
-        lock = WriterLock.acquire(path)
-        try:
-            connection = open_for_writing(path, synchronous)
-            migrate(connection, SCHEMA)
-        except BaseException:
-            lock.release()
-            raise
+        connection, lock = open_locked_writer(path, SCHEMA, synchronous)
         return cls(connection, codec, lock)
 
     def head_position(self) -> int:

@@ -30,15 +30,7 @@ from eventcore.read_store import (
     UnitOfWork,
 )
 from eventcore.sqlite_event_store import format_timestamp
-from eventcore.sqlite_support import (
-    Synchronous,
-    WriterLock,
-    latest_version,
-    migrate,
-    open_for_writing,
-    open_read_only,
-    schema_version,
-)
+from eventcore.sqlite_support import Synchronous, WriterLock, open_locked_writer, open_migrated_reader
 
 SCHEMA = "read_store"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -163,13 +155,8 @@ class SQLiteReadStoreReader(ReadStoreReader):
 
     @classmethod
     def open(cls, path: str | Path) -> SQLiteReadStoreReader:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"read database {path} does not exist yet")
-        connection = open_read_only(path)
-        if schema_version(connection) < latest_version(SCHEMA):
-            connection.close()
-            raise FileNotFoundError(f"read database {path} is not initialised yet")
-        return cls(connection)
+        """Open read-only; FileNotFoundError until the projector has created the file's schema."""
+        return cls(open_migrated_reader(path, SCHEMA, "read database"))
 
     @contextmanager
     def snapshot(self) -> Iterator[_SQLiteView]:
@@ -246,13 +233,7 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
         NORMAL is safe here: the checkpoint commits with the rows, so a commit lost to a power
         failure is simply projected again from the event store.
         """
-        lock = WriterLock.acquire(path)
-        try:
-            connection = open_for_writing(path, synchronous)
-            migrate(connection, SCHEMA)
-        except BaseException:
-            lock.release()
-            raise
+        connection, lock = open_locked_writer(path, SCHEMA, synchronous)
         return cls(connection, Path(path), lock)
 
     def checkpoints(self) -> dict[str, Checkpoint]:

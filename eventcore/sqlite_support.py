@@ -54,6 +54,35 @@ def open_read_only(path: str | Path) -> sqlite3.Connection:
     return connection
 
 
+def open_migrated_reader(path: str | Path, schema: str, what: str) -> sqlite3.Connection:
+    """Read-only connection to a file its writer has fully migrated.
+
+    Raises FileNotFoundError (with `what` in the message) until the file exists with that schema,
+    so a process started before the writer can wait for it.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} {path} does not exist yet")
+    connection = open_read_only(path)
+    if schema_version(connection) < latest_version(schema):
+        connection.close()
+        raise FileNotFoundError(f"{what} {path} is not initialised yet")
+    return connection
+
+
+def open_locked_writer(
+    path: str | Path, schema: str, synchronous: Synchronous
+) -> tuple[sqlite3.Connection, WriterLock]:
+    """Take the file's writer lock, then open it for writing and apply pending migrations."""
+    lock = WriterLock.acquire(path)
+    try:
+        connection = open_for_writing(path, synchronous)
+        migrate(connection, schema)
+    except BaseException:
+        lock.release()
+        raise
+    return connection, lock
+
+
 def schema_version(connection: sqlite3.Connection) -> int:
     row = connection.execute("PRAGMA user_version").fetchone()
     return int(row[0])
