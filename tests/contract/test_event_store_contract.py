@@ -34,7 +34,8 @@ def test_append_to_a_new_stream(event_store: EventStore) -> None:
     recorded = append(event_store, "order-a", 0, [created("a"), OrderConfirmed("a")], "cmd-1")
     after_us = time.time_ns() // 1000
     assert [(e.position, e.stream_id, e.stream_version) for e in recorded] == [
-        (1, "order-a", 1), (2, "order-a", 2),
+        (1, "order-a", 1),
+        (2, "order-a", 2),
     ]
     assert [e.type for e in recorded] == ["OrderCreated", "OrderConfirmed"]
     assert [e.data for e in recorded] == [created("a"), OrderConfirmed("a")]
@@ -111,7 +112,7 @@ def test_read_stream_holds_only_that_stream_in_order(event_store: EventStore) ->
 
 
 def test_events_read_back_equal_the_recorded_ones(event_store: EventStore) -> None:
-    big = OrderCreated("ü-✓", "kunde \"quoted\"", (OrderItem("p\\1", 3, 2**62),), 3 * 2**62 % 2**63)
+    big = OrderCreated("ü-✓", 'kunde "quoted"', (OrderItem("p\\1", 3, 2**62),), 3 * 2**62 % 2**63)
     recorded = append(event_store, "order-ü", 0, [big, OrderCancelled("ü-✓", "line\nbreak")], "cmd-ü")
     assert event_store.read_all(0, 10) == recorded
     assert event_store.read_stream("order-ü") == recorded
@@ -161,7 +162,9 @@ def test_each_append_in_a_batch_succeeds_or_fails_on_its_own(event_store: EventS
     )
     assert len(outcomes) == 8
     assert [[(e.position, e.stream_version) for e in o] for o in (outcomes[0], outcomes[2], outcomes[4])] == [
-        [(2, 1)], [(3, 1), (4, 2)], [(5, 2)],
+        [(2, 1)],
+        [(3, 1), (4, 2)],
+        [(5, 2)],
     ]
     assert versions_of(outcomes[1]) == (0, 1)
     assert isinstance(outcomes[3], DuplicateCommand) and outcomes[3].record.command_id == "cmd-old"

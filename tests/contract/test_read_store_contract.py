@@ -70,7 +70,8 @@ def test_reset_creates_empty_collections_at_checkpoint_zero(store: ReadStoreWrit
     assert get(store, ITEMS, "x") is None
     assert checkpoint(store, "items_view") == (1, 0)
     assert {n: (c.version, c.position) for n, c in store.checkpoints().items()} == {
-        "items_view": (1, 0), "other_view": (1, 0),
+        "items_view": (1, 0),
+        "other_view": (1, 0),
     }
     assert checkpoint(store, "never_ran") == (0, 0)
 

@@ -178,10 +178,12 @@ def test_a_failed_commit_is_a_storage_failure_and_keeps_nothing(
     try:
         saboteur.execute("ALTER TABLE commands RENAME TO commands_gone")
         with pytest.raises(StorageFailure):
-            writer.append_batch([
-                PendingAppend("order-b", 0, [created("b")], "cmd-b", "fp"),
-                PendingAppend("order-c", 0, [created("c")]),
-            ])
+            writer.append_batch(
+                [
+                    PendingAppend("order-b", 0, [created("b")], "cmd-b", "fp"),
+                    PendingAppend("order-c", 0, [created("c")]),
+                ]
+            )
         assert writer.head_position() == 1
         assert saboteur.execute("SELECT count(*) FROM events").fetchone()[0] == 1
         saboteur.execute("ALTER TABLE commands_gone RENAME TO commands")

@@ -202,7 +202,9 @@ async def test_a_refused_create_does_not_mislead_later_commands_in_its_batch(sto
         assert (results[1].position, results[1].stream_version) == (3, 3)
         assert isinstance(results[2], FailedPrecondition)
         assert [type(e.data) for e in store.read_stream("order-o-1")] == [
-            OrderCreated, OrderConfirmed, OrderShipped,
+            OrderCreated,
+            OrderConfirmed,
+            OrderShipped,
         ]
     finally:
         await bus.close()
@@ -343,8 +345,14 @@ async def test_a_crashing_handler_fails_only_its_command(store: RecordingStore) 
 
     for command_type, handler in handlers.items():
         if command_type is c.ConfirmOrder:
-            handler = type(handler)(handler.aggregate, handler.expects, handler.stream_id, broken,
-                                    handler.describe, handler.validate)
+            handler = type(handler)(
+                handler.aggregate,
+                handler.expects,
+                handler.stream_id,
+                broken,
+                handler.describe,
+                handler.validate,
+            )
         bus.register(command_type, handler)
     try:
         await bus.dispatch(create("o-1"))
@@ -377,4 +385,3 @@ def test_register_twice_is_refused(store: RecordingStore) -> None:
     bus = order_bus(store)
     with pytest.raises(ValueError, match="CreateOrder"):
         bus.register(c.CreateOrder, command_handlers()[c.CreateOrder])
-

@@ -223,8 +223,13 @@ def silent_bus(store: InMemoryEventStore) -> CommandBus:
     aggregate: Aggregate[int] = Aggregate(0, lambda state, event: state + 1)
     bus.register(
         Touch,
-        CommandHandler(aggregate, Expects.NEW_STREAM, lambda c: f"thing-{c.thing_id}", lambda s, c: [],
-                       lambda c: f"thing {c.thing_id!r}"),
+        CommandHandler(
+            aggregate,
+            Expects.NEW_STREAM,
+            lambda c: f"thing-{c.thing_id}",
+            lambda s, c: [],
+            lambda c: f"thing {c.thing_id!r}",
+        ),
     )
     return bus
 
@@ -239,7 +244,9 @@ async def test_a_command_handler_that_decides_no_events_is_refused(store: InMemo
         assert store.find_command("cmd-1") is None
         # the bus keeps working, and a batch mixing it with good commands keeps the good ones
         results = await asyncio.gather(
-            bus.dispatch(create("o-1")), bus.dispatch(Touch("t-2")), bus.dispatch(create("o-2")),
+            bus.dispatch(create("o-1")),
+            bus.dispatch(Touch("t-2")),
+            bus.dispatch(create("o-2")),
             return_exceptions=True,
         )
         assert isinstance(results[1], HandlerContractViolated)
@@ -384,4 +391,3 @@ def test_query_bus_refuses_registering_twice() -> None:
     bus = queries.query_bus()
     with pytest.raises(ValueError, match="GetOrder"):
         bus.register(queries.GetOrder, QueryHandler(("order_view",), queries.get_order))
-

@@ -48,8 +48,14 @@ def test_the_table_covers_every_status_and_action() -> None:
     assert len(ALLOWED) == 4
     assert len(REFUSED) == 8
     assert set(REFUSED) == {
-        (P, "ship"), (C, "confirm"), (S, "confirm"), (S, "ship"), (S, "cancel"),
-        (X, "confirm"), (X, "ship"), (X, "cancel"),
+        (P, "ship"),
+        (C, "confirm"),
+        (S, "confirm"),
+        (S, "ship"),
+        (S, "cancel"),
+        (X, "confirm"),
+        (X, "ship"),
+        (X, "cancel"),
     }
 
 

@@ -31,8 +31,14 @@ def test_an_answer_carries_the_version_of_the_projection_it_read(views: InMemory
     summary = bus.ask(reader, queries.GetCustomerSummary("c-1"))
     assert summary.read_model_version == 5
     assert summary.value == {
-        "customer_id": "c-1", "order_count": 0, "pending_count": 0, "confirmed_count": 0, "shipped_count": 0,
-        "cancelled_count": 0, "total_value": 0, "last_order_at": 0,
+        "customer_id": "c-1",
+        "order_count": 0,
+        "pending_count": 0,
+        "confirmed_count": 0,
+        "shipped_count": 0,
+        "cancelled_count": 0,
+        "total_value": 0,
+        "last_order_at": 0,
     }
     assert bus.read_model_version(reader, queries.GetOrder("x")) == 7
 

@@ -113,8 +113,12 @@ def test_empty_product_id_is_named() -> None:
 def test_command_id_over_128_or_with_control_characters_is_named(build: Any) -> None:
     assert fields(build(LONG)) == ["command_id"]
     assert fields(build("id\x01")) == ["command_id"]
-    validator = {c.CreateOrder: c.validate_create, c.ConfirmOrder: c.validate_confirm,
-                 c.ShipOrder: c.validate_ship, c.CancelOrder: c.validate_cancel}
+    validator = {
+        c.CreateOrder: c.validate_create,
+        c.ConfirmOrder: c.validate_confirm,
+        c.ShipOrder: c.validate_ship,
+        c.CancelOrder: c.validate_cancel,
+    }
     for ok in ("", EDGE):  # optional: empty is fine, and 128 characters is the limit
         command = build(ok)
         validator[type(command)](command)
@@ -191,8 +195,12 @@ def test_reason_over_500_is_named() -> None:
 def test_every_bad_field_is_named_in_one_refusal() -> None:
     command = c.CreateOrder("", LONG, (item("", 0), item("ok", 0)), command_id=LONG)
     assert set(fields(command)) == {
-        "order_id", "customer_id", "command_id",
-        "items[0].product_id", "items[0].quantity", "items[1].quantity",
+        "order_id",
+        "customer_id",
+        "command_id",
+        "items[0].product_id",
+        "items[0].quantity",
+        "items[1].quantity",
     }
     assert set(fields(c.ShipOrder("", "", None, LONG))) == {"order_id", "tracking_number", "command_id"}
 
@@ -203,7 +211,7 @@ def test_bad_request_detail_names_each_field() -> None:
     assert status.code is grpc.StatusCode.INVALID_ARGUMENT
     from google.rpc import error_details_pb2, status_pb2
 
-    (key, value), = status.trailing_metadata
+    ((key, value),) = status.trailing_metadata
     assert key == "grpc-status-details-bin"
     detail = status_pb2.Status.FromString(value).details[0]
     bad_request = error_details_pb2.BadRequest()
