@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from eventcore.sqlite_event_store import SQLiteEventLogReader
 from orders.events import order_codec
@@ -254,8 +256,6 @@ async def test_an_unexpected_error_is_internal_and_the_server_keeps_serving(
 async def test_storage_unavailable_is_unavailable(
     commands: Stub, write_service: write_app.WriteService, files: Files
 ) -> None:
-    import sqlite3
-
     await create(commands, "o-1")
     saboteur = sqlite3.connect(files.events, isolation_level=None)
     try:
@@ -277,3 +277,12 @@ async def test_health_is_serving(write_service: write_app.WriteService) -> None:
         for service in ("", write_app.SERVICE_NAME):
             answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(write_service: write_app.WriteService) -> None:
+    async with grpc.aio.insecure_channel(write_service.host.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"orders.v1.OrderCommandService", "grpc.health.v1.Health"} <= names
