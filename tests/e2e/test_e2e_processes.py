@@ -175,9 +175,12 @@ def _outcomes(futures: list[Future[Any]]) -> list[Any]:
     return results
 
 
-def _signal_while_in_flight(proc: ServiceProcess, futures: list[Future[Any]], sig: int) -> float:
-    wait_for(lambda: any(f.done() for f in futures), 20, "the first reply")
-    assert not all(f.done() for f in futures), "every call finished before the signal: nothing was in flight"
+def _signal_while_in_flight(
+    proc: ServiceProcess, futures: list[Future[Any]], sig: int, require_pending: bool = True
+) -> float:
+    wait_for(lambda: any(f.done() for f in futures), 20, "the first reply", interval=0.001)
+    if require_pending:
+        assert not all(f.done() for f in futures), "every call finished before the signal: none in flight"
     signalled = time.monotonic()
     proc.send(sig)
     return signalled
@@ -289,17 +292,34 @@ def test_commands_refused_at_shutdown_answer_unavailable(stopped_write: Stopped)
 def stopped_read(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stopped]:
-    """A read service signalled while 300 queries are in flight."""
+    """A read service signalled while queries are in flight: 5 surely so (waiting on min_position for a
+    stopped projector, which is restarted after the signal) and 300 quick ones sent just before."""
     trio = Trio(tmp_path_factory.mktemp("stopped-read"))
     try:
         trio.start_all()
-        order_id = unique("o")
-        created = trio.commands.CreateOrder(create_request(order_id), timeout=10)
-        trio.wait_projected(created.position)
-        query = orders_pb2.GetOrderRequest(order_id=order_id, min_position=created.position)
-        yield _stop_with_calls_in_flight(
-            trio, trio.read, trio.queries.GetOrder, [order_id] * 300, [query] * 300, request.param
-        )
+        seen = unique("o")
+        projected = trio.commands.CreateOrder(create_request(seen), timeout=10)
+        trio.wait_projected(projected.position)
+        assert trio.projector.stop() == 0
+        waited = unique("o")
+        created = trio.commands.CreateOrder(create_request(waited), timeout=10)
+
+        waiting = [
+            trio.queries.GetOrder.future(
+                orders_pb2.GetOrderRequest(order_id=waited, min_position=created.position), timeout=20
+            )
+            for _ in range(5)
+        ]
+        time.sleep(0.5)
+        assert not any(f.done() for f in waiting), "GetOrder with min_position did not wait"
+        quick = orders_pb2.GetOrderRequest(order_id=seen)
+        futures, done_at = _submit_timed(trio.queries.GetOrder, [quick] * 300)
+        signalled = _signal_while_in_flight(trio.read, futures, request.param, require_pending=False)
+        trio.start_projector()
+        results = _outcomes(waiting + futures)
+        code = trio.read.wait()
+        after = [True] * len(waiting) + [done_at[n] > signalled for n in range(len(futures))]
+        yield Stopped(trio, request.param, [waited] * 5 + [seen] * 300, results, after, code)
     finally:
         trio.close()
 
@@ -313,13 +333,13 @@ def test_read_service_exits_0_on_a_stop_signal(stopped_read: Stopped) -> None:
 
 def test_read_service_finishes_queries_in_flight(stopped_read: Stopped) -> None:
     s = stopped_read
-    assert all(r.order.order_id == s.keys[0] for r in s.ok.values())
-    assert any(
-        ok and after
-        for ok, after in zip(
-            [not isinstance(r, grpc.RpcError) for r in s.results], s.finished_after_signal, strict=True
-        )
-    ), "no query in flight at the signal finished"
+    waiting = s.results[:5]
+    assert all(not isinstance(r, grpc.RpcError) for r in waiting), (
+        "queries waiting on min_position when the signal came did not finish: "
+        f"{[(r.code().name, r.details()) for r in waiting if isinstance(r, grpc.RpcError)]}"
+    )
+    assert all(r.order.order_id == s.keys[0] for r in waiting)
+    assert all(r.order.order_id == s.keys[-1] for r in s.results[5:] if not isinstance(r, grpc.RpcError))
     unexpected = [c for c in s.failure_codes() if c[0] not in ("UNAVAILABLE", "CANCELLED")]
     assert not unexpected, f"queries failed at shutdown with {unexpected}"
 
