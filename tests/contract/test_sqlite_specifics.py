@@ -254,12 +254,8 @@ def test_events_stored_at_v1_are_upcast_when_read_by_v2_code(tmp_path: Path) -> 
 # -- read store -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def projected(tmp_path: Path) -> Iterator[tuple[SQLiteReadStoreWriter, Path]]:
-    """A read database holding the real order projections of a few dozen orders."""
-    events = SQLiteEventStore.open(tmp_path / "events.db", order_codec())
-    read_path = tmp_path / "read.db"
-    read_store = SQLiteReadStoreWriter.open(read_path)
+def fill(events: SQLiteEventStore) -> None:
+    """A few dozen orders in every status but SHIPPED, for four customers."""
 
     async def orders() -> None:
         bus = CommandBus(events)
@@ -276,10 +272,49 @@ def projected(tmp_path: Path) -> Iterator[tuple[SQLiteReadStoreWriter, Path]]:
             await bus.close()
 
     asyncio.run(orders())
+
+
+@pytest.fixture
+def projected(tmp_path: Path) -> Iterator[tuple[SQLiteReadStoreWriter, Path]]:
+    """A read database holding the real order projections of a few dozen orders."""
+    events = SQLiteEventStore.open(tmp_path / "events.db", order_codec())
+    read_path = tmp_path / "read.db"
+    read_store = SQLiteReadStoreWriter.open(read_path)
+    fill(events)
     ProjectionRunner(events, read_store, PROJECTIONS).run_until_idle()
     events.close()
     yield read_store, read_path
     read_store.close()
+
+
+def rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    connection = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE name LIKE 'rm_%'")]
+        return {t: connection.execute(f"SELECT * FROM {t} ORDER BY key").fetchall() for t in sorted(tables)}
+    finally:
+        connection.close()
+
+
+def test_events_delivered_again_leave_the_same_rows_in_sqlite(tmp_path: Path) -> None:
+    events = SQLiteEventStore.open(tmp_path / "events.db", order_codec())
+    read_store = SQLiteReadStoreWriter.open(tmp_path / "read.db")
+    try:
+        fill(events)
+        runner = ProjectionRunner(events, read_store, PROJECTIONS, batch_size=7)
+        runner.run_until_idle()
+        before = rows(tmp_path / "read.db")
+        assert sum(len(r) for r in before.values()) > 40
+        runner._positions = {p.name: 0 for p in PROJECTIONS}  # the runner loses track of its position
+        runner.run_until_idle()
+        assert rows(tmp_path / "read.db") == before
+        head = events.head_position()
+        assert {n: c.position for n, c in read_store.checkpoints().items()} == {
+            p.name: head for p in PROJECTIONS
+        }
+    finally:
+        read_store.close()
+        events.close()
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["as-built", "after-ANALYZE"])

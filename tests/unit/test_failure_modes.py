@@ -7,7 +7,8 @@
 4. a projection that is not idempotent: delivering an event again leaves the same rows;
 5. dispatch to an unregistered handler: both buses raise Unregistered.
 
-(The SQLite side of 1, the read-only connection, is in tests/contract/test_read_store_contract.py.)
+(The SQLite side of 1 and 4, the read-only connection and a replay into SQLite, is in
+tests/contract/test_sqlite_specifics.py.)
 """
 
 from __future__ import annotations
