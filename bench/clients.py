@@ -56,10 +56,14 @@ def closed_loop(
     duration: float,
     orders: int = 1,
     watch_pids: list[int] | None = None,
+    noop: processes.Process | None = None,
     log_dir: Path,
     name: str,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """{rpc: {str(level): result}} from one `bench.load` process running every rpc at every level."""
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """{"real"|"noop": {rpc: {str(level): result}}} from one `bench.load` process.
+
+    With `noop`, every level is measured against the no-op server right before the real one.
+    """
     args = [
         "--rpcs",
         ",".join(rpcs),
@@ -78,10 +82,12 @@ def closed_loop(
         args += ["--read", read]
     if watch_pids:
         args += ["--watch-pids", ",".join(str(p) for p in watch_pids)]
-    budget = len(rpcs) * len(levels) * (warmup + duration + 30) + 30
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if noop is not None:
+        args += ["--noop", noop.address, "--noop-pid", str(noop.pid)]
+    budget = (2 if noop else 1) * len(rpcs) * len(levels) * (warmup + duration + 30) + 30
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {"real": {}, "noop": {}}
     for result in run_json("bench.load", args, log_dir, name, budget):
-        out.setdefault(result["rpc"], {})[str(result["concurrency"])] = result
+        out[result["target"]].setdefault(result["rpc"], {})[str(result["concurrency"])] = result
     return out
 
 

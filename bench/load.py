@@ -37,6 +37,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
     parser.add_argument("--write", default="", help="OrderCommandService address (for CreateOrder)")
     parser.add_argument("--read", default="", help="OrderQueryService address (for the queries)")
+    parser.add_argument(
+        "--noop",
+        default="",
+        help="a no-op server's address: each level is measured there first, right before the real one",
+    )
+    parser.add_argument("--noop-pid", type=int, default=0, help="the no-op server's pid (CPU sampling)")
     parser.add_argument("--rpcs", required=True, help=f"comma-separated, from {', '.join(RPCS)}")
     parser.add_argument("--levels", required=True, help="calls in flight, comma-separated, e.g. 1,16,64")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each measuring window")
@@ -127,38 +133,47 @@ async def run(args: argparse.Namespace) -> int:
     pids = [int(p) for p in args.watch_pids.split(",") if p]
     factory = RequestFactory(args.tag or uuid.uuid4().hex[:8], args.orders)
     channels: dict[str, grpc.aio.Channel] = {}
+
+    async def channel(address: str) -> grpc.aio.Channel:
+        if address not in channels:
+            channels[address] = grpc.aio.insecure_channel(address)
+            await asyncio.wait_for(channels[address].channel_ready(), 15)
+        return channels[address]
+
     try:
         for rpc in rpcs:
             address = args.write if rpc == "CreateOrder" else args.read
             if not address:
-                print(
-                    f"bench.load: {rpc} needs {'--write' if rpc == 'CreateOrder' else '--read'}",
-                    file=sys.stderr,
-                )
+                flag = "--write" if rpc == "CreateOrder" else "--read"
+                print(f"bench.load: {rpc} needs {flag}", file=sys.stderr)
                 return 2
-            if address not in channels:
-                channels[address] = grpc.aio.insecure_channel(address)
-                await asyncio.wait_for(channels[address].channel_ready(), 15)
-            call = _calls(channels[address], factory)[rpc]
+            # The ceiling is measured seconds before the figure, so both see the same machine.
+            targets = [("noop", args.noop, [*pids, args.noop_pid])] if args.noop else []
+            targets.append(("real", address, pids))
             for level in levels:
-                # Unique order ids per level: the level is folded into the worker index.
-                def leveled(w: int, s: int, call: Call = call, level: int = level) -> Awaitable[Any]:
-                    return call(level * 1000 + w, s)
+                for target, target_address, watched in targets:
+                    call = _calls(await channel(target_address), factory)[rpc]
 
-                result = await measure(leveled, level, args.warmup, args.duration, pids)
-                result["rpc"] = rpc
-                print(json.dumps(result), flush=True)
-                log.info(
-                    "%s x%d: %.0f calls/s p50 %.2f ms p99 %.2f ms",
-                    rpc,
-                    level,
-                    result["rate"],
-                    result["p50_ms"],
-                    result["p99_ms"],
-                )
+                    # Unique order ids per level: the level is folded into the worker index.
+                    def leveled(w: int, s: int, call: Call = call, level: int = level) -> Awaitable[Any]:
+                        return call(level * 1000 + w, s)
+
+                    result = await measure(leveled, level, args.warmup, args.duration, watched)
+                    result["rpc"] = rpc
+                    result["target"] = target
+                    print(json.dumps(result), flush=True)
+                    log.info(
+                        "%s %s x%d: %.0f calls/s p50 %.2f ms p99 %.2f ms",
+                        target,
+                        rpc,
+                        level,
+                        result["rate"],
+                        result["p50_ms"],
+                        result["p99_ms"],
+                    )
     finally:
-        for channel in channels.values():
-            await channel.close()
+        for opened in channels.values():
+            await opened.close()
     return 0
 
 

@@ -137,13 +137,16 @@ def wait_for_quiet_machine(max_wait: float, threshold: float, window: float = 1.
     Returns the cores they used in the last window, so the caller can say it gave up on a busy machine.
     """
     deadline = time.monotonic() + max_wait
+    said = 0.0
     while True:
         before = CpuSample.take([])
         time.sleep(window)
         foreign: float = CpuSample.take([]).since(before)["foreign_cores"]
         if foreign < threshold or time.monotonic() >= deadline:
             return foreign
-        log.info("machine busy (other programs use %.2f cores); waiting", foreign)
+        if time.monotonic() - said > 10:
+            log.info("machine busy (other programs use %.2f cores); waiting", foreign)
+            said = time.monotonic()
 
 
 def start(

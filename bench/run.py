@@ -79,7 +79,7 @@ def run(settings: Settings) -> dict[str, Any]:
             log.info("stage %s: %.1f s", name, time.perf_counter() - stage_started)
 
     try:
-        results["ceilings"] = stage("ceilings", lambda: stages.ceilings(settings, work))
+        results["ceilings"] = {"sqlite": stage("raw SQLite", lambda: stages.raw_appends(settings, work))}
         small = stage(
             "small",
             lambda: stages.data_set(settings, work, "small", settings.small_orders, full_workload=True),
@@ -105,6 +105,8 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
     """Lift the small data set's throughput figures to the top, pair the data sets for scale and memory."""
     notes: list[str] = results["notes"]
     if small:
+        results["ceilings"]["noop"] = small.get("noop")
+        results["ceilings"]["noop_peak_rss_kib"] = small.get("noop_peak_rss_kib")
         results["commands"] = small.get("commands")
         results["queries"] = small.get("queries")
         results["lag"] = small.get("lag")
