@@ -22,6 +22,7 @@ from eventcore.read_store import (
     ReadStoreReader,
     ReadStoreWriter,
     ReadView,
+    TrackingUnitOfWork,
     UnitOfWork,
     sorted_page,
 )
@@ -66,27 +67,19 @@ class InMemoryReadStoreReader(ReadStoreReader):
         yield _MemoryView(tables, checkpoints)
 
 
-class _MemoryUnitOfWork(UnitOfWork):
+class _MemoryUnitOfWork(TrackingUnitOfWork):
     def __init__(self, state: _State) -> None:
+        super().__init__()
         self._state = state
-        self.changes: dict[str, dict[str, str | None]] = {}
-        self.checkpoints: dict[str, tuple[int, int]] = {}
 
-    def get(self, collection: Collection, key: str) -> Document | None:
-        changes = self.changes.get(collection.name, {})
-        text = changes[key] if key in changes else self._state.tables.get(collection.name, {}).get(key)
+    def _load(self, collection: Collection, key: str) -> Document | None:
+        text = self._state.tables.get(collection.name, {}).get(key)
         return None if text is None else dict(json.loads(text))
 
-    def put(self, collection: Collection, key: str, document: Document) -> None:
+    def _track(self, collection: Collection, key: str, document: Document | None) -> None:
         if collection.name not in self._state.tables:
             raise KeyError(f"collection {collection.name} was never created")
-        self.changes.setdefault(collection.name, {})[key] = json.dumps(document)
-
-    def delete(self, collection: Collection, key: str) -> None:
-        self.changes.setdefault(collection.name, {})[key] = None
-
-    def set_checkpoint(self, projection: str, version: int, position: int) -> None:
-        self.checkpoints[projection] = (version, position)
+        super()._track(collection, key, document)
 
 
 class InMemoryReadStoreWriter(ReadStoreWriter):
@@ -107,13 +100,13 @@ class InMemoryReadStoreWriter(ReadStoreWriter):
         work = _MemoryUnitOfWork(self._state)
         yield work
         with self._state.lock:
-            for name, changes in work.changes.items():
-                table = self._state.tables[name]
-                for key, text in changes.items():
-                    if text is None:
+            for collection, changes in work.dirty.items():
+                table = self._state.tables[collection.name]
+                for key, document in changes.items():
+                    if document is None:
                         table.pop(key, None)
                     else:
-                        table[key] = text
+                        table[key] = json.dumps(document)
             for projection, (version, position) in work.checkpoints.items():
                 self._state.checkpoints[projection] = Checkpoint(projection, version, position, _now())
 

@@ -101,11 +101,18 @@ class ReadStoreReader(ABC):
 
 
 class UnitOfWork(ABC):
-    """One projector transaction: document changes plus the checkpoints that cover them."""
+    """One projector transaction: document changes plus the checkpoints that cover them.
+
+    It is an identity map, as in ORMs: `get` returns this transaction's working document for a
+    key (the same object every time), `put` hands a document over, and at commit every document
+    that was put is written as it is then. So a handler changes a document and puts it back; it
+    does not keep or share it. Serialising once per changed document per transaction, rather than
+    once per change, is what lets a batch touch the same summary thousands of times cheaply.
+    """
 
     @abstractmethod
     def get(self, collection: Collection, key: str) -> Document | None:
-        """The document as this transaction sees it (its own writes included)."""
+        """The working document for key as this transaction sees it (its own puts included)."""
 
     @abstractmethod
     def put(self, collection: Collection, key: str, document: Document) -> None: ...
@@ -115,6 +122,47 @@ class UnitOfWork(ABC):
 
     @abstractmethod
     def set_checkpoint(self, projection: str, version: int, position: int) -> None: ...
+
+
+class TrackingUnitOfWork(UnitOfWork):
+    """The identity map both stores share; a store supplies `_load` and writes `dirty` at commit."""
+
+    def __init__(self) -> None:
+        self._working: dict[Collection, dict[str, Document | None]] = {}
+        self.dirty: dict[Collection, dict[str, Document | None]] = {}  # None: delete
+        self.checkpoints: dict[str, tuple[int, int]] = {}
+
+    @abstractmethod
+    def _load(self, collection: Collection, key: str) -> Document | None:
+        """The committed document, freshly decoded (so the working copy is this transaction's)."""
+
+    def get(self, collection: Collection, key: str) -> Document | None:
+        working = self._working.get(collection)
+        if working is None:
+            working = self._working[collection] = {}
+        elif key in working:
+            return working[key]
+        document = working[key] = self._load(collection, key)
+        return document
+
+    def put(self, collection: Collection, key: str, document: Document) -> None:
+        self._track(collection, key, document)
+
+    def delete(self, collection: Collection, key: str) -> None:
+        self._track(collection, key, None)
+
+    def set_checkpoint(self, projection: str, version: int, position: int) -> None:
+        self.checkpoints[projection] = (version, position)
+
+    def _track(self, collection: Collection, key: str, document: Document | None) -> None:
+        working = self._working.get(collection)
+        if working is None:
+            working = self._working[collection] = {}
+        working[key] = document
+        dirty = self.dirty.get(collection)
+        if dirty is None:
+            dirty = self.dirty[collection] = {}
+        dirty[key] = document
 
 
 class ReadStoreWriter(ABC):

@@ -27,6 +27,7 @@ from eventcore.read_store import (
     ReadStoreReader,
     ReadStoreWriter,
     ReadView,
+    TrackingUnitOfWork,
     UnitOfWork,
 )
 from eventcore.sqlite_event_store import format_timestamp
@@ -173,40 +174,25 @@ class SQLiteReadStoreReader(ReadStoreReader):
         self._connection.close()
 
 
-class _SQLiteUnitOfWork(UnitOfWork):
+class _SQLiteUnitOfWork(TrackingUnitOfWork):
     def __init__(self, connection: sqlite3.Connection) -> None:
+        super().__init__()
         self._connection = connection
-        # key -> the row to upsert (key, indexed fields, JSON), or None to delete. Serialised at
-        # put, so a handler that mutates a document afterwards cannot change what is committed.
-        self._changes: dict[Collection, dict[str, tuple[Any, ...] | None]] = {}
-        self._checkpoints: dict[str, tuple[int, int]] = {}
-        self._loads = json_loads
 
-    def get(self, collection: Collection, key: str) -> Document | None:
-        changes = self._changes.get(collection)
-        if changes is not None and key in changes:
-            change = changes[key]
-            return None if change is None else self._loads(change[-1])
+    def _load(self, collection: Collection, key: str) -> Document | None:
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
-        return self._loads(row[0]) if row else None
-
-    def put(self, collection: Collection, key: str, document: Document) -> None:
-        changes = self._changes.get(collection)
-        if changes is None:
-            changes = self._changes[collection] = {}
-        changes[key] = (key, *(document[f] for f in statements(collection).fields), json_dumps(document))
-
-    def delete(self, collection: Collection, key: str) -> None:
-        self._changes.setdefault(collection, {})[key] = None
-
-    def set_checkpoint(self, projection: str, version: int, position: int) -> None:
-        self._checkpoints[projection] = (version, position)
+        return json_loads(row[0]) if row else None
 
     def flush(self) -> None:
-        for collection, changes in self._changes.items():
+        for collection, changes in self.dirty.items():
             sql = statements(collection)
-            upserts = [row for row in changes.values() if row is not None]
-            deletes = [(key,) for key, row in changes.items() if row is None]
+            fields = sql.fields
+            upserts = [
+                (key, *(doc[f] for f in fields), json_dumps(doc))
+                for key, doc in changes.items()
+                if doc is not None
+            ]
+            deletes = [(key,) for key, doc in changes.items() if doc is None]
             if upserts:
                 self._connection.executemany(sql.upsert, upserts)
             if deletes:
@@ -216,7 +202,7 @@ class _SQLiteUnitOfWork(UnitOfWork):
             "INSERT INTO projections (name, version, position, updated_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
             " position = excluded.position, updated_at = excluded.updated_at",
-            [(name, v, p, now) for name, (v, p) in self._checkpoints.items()],
+            [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
         )
 
 
