@@ -57,6 +57,7 @@ def closed_loop(
     orders: int = 1,
     watch_pids: list[int] | None = None,
     noop: processes.Process | None = None,
+    retry_busy: int = 0,
     log_dir: Path,
     name: str,
 ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
@@ -84,7 +85,8 @@ def closed_loop(
         args += ["--watch-pids", ",".join(str(p) for p in watch_pids)]
     if noop is not None:
         args += ["--noop", noop.address, "--noop-pid", str(noop.pid)]
-    budget = (2 if noop else 1) * len(rpcs) * len(levels) * (warmup + duration + 30) + 30
+    args += ["--retry-busy", str(retry_busy)]
+    budget = (1 + retry_busy) * (2 if noop else 1) * len(rpcs) * len(levels) * (warmup + duration + 30) + 30
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {"real": {}, "noop": {}}
     for result in run_json("bench.load", args, log_dir, name, budget):
         out[result["target"]].setdefault(result["rpc"], {})[str(result["concurrency"])] = result

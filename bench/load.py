@@ -43,6 +43,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a no-op server's address: each level is measured there first, right before the real one",
     )
     parser.add_argument("--noop-pid", type=int, default=0, help="the no-op server's pid (CPU sampling)")
+    parser.add_argument(
+        "--retry-busy",
+        type=int,
+        default=0,
+        help="measure a level again (up to N times) when other programs used the CPU meanwhile",
+    )
     parser.add_argument("--rpcs", required=True, help=f"comma-separated, from {', '.join(RPCS)}")
     parser.add_argument("--levels", required=True, help="calls in flight, comma-separated, e.g. 1,16,64")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each measuring window")
@@ -151,20 +157,32 @@ async def run(args: argparse.Namespace) -> int:
             targets = [("noop", args.noop, [*pids, args.noop_pid])] if args.noop else []
             targets.append(("real", address, pids))
             for level in levels:
-                for target, target_address, watched in targets:
-                    call = _calls(await channel(target_address), factory)[rpc]
+                best: list[dict[str, Any]] = []
+                for attempt in range(1 + args.retry_busy):
+                    pair = []
+                    for target, target_address, watched in targets:
+                        call = _calls(await channel(target_address), factory)[rpc]
 
-                    # Unique order ids per level: the level is folded into the worker index.
-                    def leveled(w: int, s: int, call: Call = call, level: int = level) -> Awaitable[Any]:
-                        return call(level * 1000 + w, s)
+                        # Unique order ids: attempt and level are folded into the worker index.
+                        def leveled(
+                            w: int, s: int, call: Call = call, prefix: int = (attempt * 1000 + level) * 1000
+                        ) -> Awaitable[Any]:
+                            return call(prefix + w, s)
 
-                    result = await measure(leveled, level, args.warmup, args.duration, watched)
-                    result["rpc"] = rpc
-                    result["target"] = target
+                        result = await measure(leveled, level, args.warmup, args.duration, watched)
+                        result.update(rpc=rpc, target=target, attempts=attempt + 1)
+                        pair.append(result)
+                    busiest = max(r["foreign_cores"] for r in pair)
+                    if not best or busiest < max(r["foreign_cores"] for r in best):
+                        best = pair
+                    if busiest <= processes.BUSY_CORES or attempt == args.retry_busy:
+                        break
+                    log.info("%s x%d: other programs used %.2f cores; measuring again", rpc, level, busiest)
+                for result in best:
                     print(json.dumps(result), flush=True)
                     log.info(
                         "%s %s x%d: %.0f calls/s p50 %.2f ms p99 %.2f ms",
-                        target,
+                        result["target"],
                         rpc,
                         level,
                         result["rate"],

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = "listening on "
 _TICKS = os.sysconf("SC_CLK_TCK")
+BUSY_CORES = 0.15  # CPU used by other programs during a measurement that makes it suspect
 
 
 class ProcessFailed(RuntimeError):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BUSY_CORES = 0.15  # CPU used by other programs during a measurement that makes it suspect
+BUSY_CORES = processes.BUSY_CORES
 
 
 def machine() -> dict[str, Any]:

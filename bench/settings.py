@@ -35,6 +35,7 @@ class Settings:
     peer_events: int = 20_000
     projection_timeout_s: float = 420.0
     wait_quiet_s: float = 0.0  # before each stage, wait up to this long for other programs to go idle
+    retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
 
 
 def full(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait_quiet_s: float) -> Settings:
@@ -57,4 +58,5 @@ def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait
         raw_scale=0.1,
         peer_events=1_000,
         projection_timeout_s=60.0,
+        retry_busy=0,
     )

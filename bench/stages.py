@@ -82,6 +82,7 @@ def data_set(
                 duration=settings.probe_s,
                 orders=orders,
                 log_dir=logs,
+                retry_busy=settings.retry_busy,
                 name=f"{label}-probe",
             )
             result["get_order"] = probe["real"]["GetOrder"]["1"]
@@ -142,6 +143,7 @@ def _throughput(
         watch_pids=[read_pid, projector_pid, write_pid],
         noop=noop,
         log_dir=logs,
+        retry_busy=settings.retry_busy,
         name="query-client",
     )
     log.info("commands at %s in flight", settings.levels)
@@ -154,18 +156,27 @@ def _throughput(
         watch_pids=[write_pid, projector_pid, read_pid],
         noop=noop,
         log_dir=logs,
+        retry_busy=settings.retry_busy,
         name="command-client",
     )
     log.info("live lag at %.0f commands/s", settings.lag_rate)
-    lag = clients.open_loop_lag(
-        write=system.write_address,
-        read=system.read_address,
-        watch_pids=[write_pid, projector_pid, read_pid],
-        rate=settings.lag_rate,
-        warmup=settings.lag_warmup_s,
-        duration=settings.lag_duration_s,
-        log_dir=logs,
-    )
+    lag: dict[str, Any] = {}
+    for attempt in range(1 + settings.retry_busy):
+        measured = clients.open_loop_lag(
+            write=system.write_address,
+            read=system.read_address,
+            watch_pids=[write_pid, projector_pid, read_pid],
+            rate=settings.lag_rate,
+            warmup=settings.lag_warmup_s,
+            duration=settings.lag_duration_s,
+            log_dir=logs,
+        )
+        measured["attempts"] = attempt + 1
+        if not lag or measured["foreign_cores"] < lag["foreign_cores"]:
+            lag = measured
+        if measured["foreign_cores"] <= processes.BUSY_CORES or attempt == settings.retry_busy:
+            break
+        log.info("live lag: other programs used %.2f cores; measuring again", measured["foreign_cores"])
     pids = {str(write_pid): WRITE, str(projector_pid): PROJECTOR, str(read_pid): READ, str(noop.pid): "noop"}
     for per_rpc in (*queries.values(), *commands.values()):
         for per_level in per_rpc.values():
@@ -182,10 +193,27 @@ def _throughput(
 
 
 def catch_up(settings: Settings, work: Path) -> dict[str, Any]:
-    """The projector alone on a prebuilt lifecycle log, from position 0, timed by its checkpoints."""
+    """The projector alone on a prebuilt lifecycle log, from position 0, timed by its checkpoints.
+
+    Done again from scratch (a new read database) when other programs used the CPU meanwhile.
+    """
     data = _fresh(work, "catchup")
-    logs = work / "logs"
     head = fixtures.build_lifecycle_store(data / "events.db", settings.catchup_events)
+    best: dict[str, Any] = {}
+    for attempt in range(1 + settings.retry_busy):
+        for stale in data.glob("read.db*"):
+            stale.unlink()
+        result = _catch_up_once(settings, data, work / "logs", head)
+        result["attempts"] = attempt + 1
+        if not best or result.get("foreign_cores", 9) < best.get("foreign_cores", 9):
+            best = result
+        if result.get("foreign_cores", 9) <= processes.BUSY_CORES or attempt == settings.retry_busy:
+            break
+        log.info("catch-up: other programs used %.2f cores; measuring again", result.get("foreign_cores"))
+    return best
+
+
+def _catch_up_once(settings: Settings, data: Path, logs: Path, head: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with OrderSystem(data, logs, "catchup") as system:
         system.start_read()  # only to answer GetProjectionStatus; it idles otherwise
