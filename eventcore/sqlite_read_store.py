@@ -69,7 +69,7 @@ class _Statements:
         self.create = [
             f"CREATE TABLE {table} (key TEXT PRIMARY KEY, "
             + "".join(f"{_column(f)}, " for f in fields)
-            + "doc TEXT NOT NULL)"
+            + "doc TEXT NOT NULL) WITHOUT ROWID"
         ]
         self.pages: dict[str, tuple[str, str]] = {}
         for index in collection.indexes:
