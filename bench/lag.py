@@ -62,9 +62,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             nonlocal stale
             request = factory.create_order(f"lag-{sequence}")
             sent = time.perf_counter()
+            rpc = "CreateOrder"
             try:
                 reply = await commands.CreateOrder(request, timeout=CALL_TIMEOUT_S)
                 replied = time.perf_counter()
+                rpc = "GetOrder"
                 answer = await queries.GetOrder(
                     orders_pb2.GetOrderRequest(order_id=request.order_id, min_position=reply.position),
                     timeout=CALL_TIMEOUT_S,
@@ -72,7 +74,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 answered = time.perf_counter()
             except grpc.aio.AioRpcError as error:
                 if measured:
-                    errors[error.code().name] += 1
+                    errors[f"{rpc} {error.code().name}: {error.details()}"[:200]] += 1
                 return
             if not measured:
                 return
