@@ -226,7 +226,7 @@ class CommandBus:
                 retries_in_batch.append((index, retry.original_index))
                 outcome = retry
             except ApplicationError as refusal:
-                outcome = refusal
+                outcome = self._replay_or(refusal, queued.command)
             except Exception as bug:
                 log.exception("command handler for %s failed", type(queued.command).__name__)
                 outcome = bug
@@ -287,9 +287,9 @@ class CommandBus:
                 if earlier_in_batch[1] != fingerprint:
                     raise CommandIdReused(command_id)
                 raise _SameCommandInBatch(earlier_in_batch[0])
-            record = self._store.find_command(command_id)
-            if record is not None:
-                return self._replay(record, fingerprint)
+            # Not looked up here: a retry of a command that was appended either is refused by the
+            # rules (then _replay_or finds its record) or collides with its record's key in the
+            # store (then the store reports DuplicateCommand). New commands cost no read.
         stream_id = handler.stream_id(command)
         exists_message = ""
         if handler.expects is Expects.NEW_STREAM:
@@ -333,6 +333,18 @@ class CommandBus:
             PendingAppend(stream_id, version, events, command_id, fingerprint),
             exists_message,
         )
+
+    def _replay_or(self, refusal: ApplicationError, command: Any) -> CommandResult | ApplicationError:
+        """A refused command may be the retry of one that succeeded: answer it as that one did."""
+        if not command.command_id:
+            return refusal
+        record = self._store.find_command(command.command_id)
+        if record is None:
+            return refusal
+        try:
+            return self._replay(record, repr(command))
+        except CommandIdReused as reused:
+            return reused
 
     def _replay(self, record: CommandRecord, fingerprint: str) -> CommandResult:
         if record.fingerprint != fingerprint:

@@ -59,15 +59,15 @@ class InMemoryEventStore(EventStore):
         now_us = time.time_ns() // 1000
         with self._lock:
             for pending in appends:
+                earlier = self._commands.get(pending.command_id) if pending.command_id else None
+                if earlier is not None:  # a retry is a duplicate, whatever its stream did since
+                    outcomes.append(DuplicateCommand(earlier))
+                    continue
                 stream = self._streams.get(pending.stream_id, [])
                 if len(stream) != pending.expected_version:
                     outcomes.append(
                         ConcurrencyConflict(pending.stream_id, pending.expected_version, len(stream))
                     )
-                    continue
-                earlier = self._commands.get(pending.command_id) if pending.command_id else None
-                if earlier is not None:
-                    outcomes.append(DuplicateCommand(earlier))
                     continue
                 stored: list[_StoredEvent] = []
                 for event in pending.events:

@@ -247,16 +247,19 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         stream_heads: dict[str, int],
         commands_in_batch: dict[str, CommandRecord],
     ) -> ConcurrencyConflict | DuplicateCommand | None:
-        """Why an append cannot go in as its author expects, or None if it can."""
+        """Why an append cannot go in as its author expects, or None if it can.
+
+        A recorded command_id comes first: a retry is a duplicate, whatever its stream did since.
+        """
+        if pending.command_id:
+            earlier = commands_in_batch.get(pending.command_id) or self.find_command(pending.command_id)
+            if earlier is not None:
+                return DuplicateCommand(earlier)
         current = stream_heads.get(pending.stream_id)
         if current is None:
             current = self._stored_stream_version(pending.stream_id)
         if current != pending.expected_version:
             return ConcurrencyConflict(pending.stream_id, pending.expected_version, current)
-        if pending.command_id:
-            earlier = commands_in_batch.get(pending.command_id) or self.find_command(pending.command_id)
-            if earlier is not None:
-                return DuplicateCommand(earlier)
         return None
 
     def close(self) -> None:
