@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         "--poll-interval",
         "ORDERS_POLL_INTERVAL",
         "seconds between looks at an idle event log",
-        default="0.005",
+        default="0.002",
         type=cli.positive_float,
         metavar="SECONDS",
     )

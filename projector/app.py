@@ -26,7 +26,7 @@ class Settings:
     event_store: Path
     read_db: Path
     batch_size: int = 5000
-    poll_interval: float = 0.005  # seconds between looks at an idle log
+    poll_interval: float = 0.002  # seconds between looks at an idle log
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
 
 

@@ -25,7 +25,7 @@ def reached(positions: Mapping[str, int], projections: tuple[str, ...]) -> int:
 
 
 class PositionWatch:
-    def __init__(self, read_positions: Positions, interval: float = 0.002) -> None:
+    def __init__(self, read_positions: Positions, interval: float = 0.001) -> None:
         self._read_positions = read_positions
         self._interval = interval
         self._waiters: list[_Waiter] = []
