@@ -56,14 +56,16 @@ def closed_loop(
     duration: float,
     orders: int = 1,
     watch_pids: list[int] | None = None,
-    noop: processes.Process | None = None,
+    baseline: processes.Process | None = None,
+    baseline_orders: int = 0,
     retry_busy: int = 0,
     log_dir: Path,
     name: str,
 ) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """{"real"|"noop": {rpc: {str(level): result}}} from one `bench.load` process.
+    """{"real"|"baseline": {rpc: {str(level): result}}} from one `bench.load` process.
 
-    With `noop`, every level is measured against the no-op server right before the real one.
+    With `baseline` (the no-op server, or a smaller data set with `baseline_orders` orders), every level
+    is measured there right before the real one.
     """
     args = [
         "--rpcs",
@@ -83,11 +85,14 @@ def closed_loop(
         args += ["--read", read]
     if watch_pids:
         args += ["--watch-pids", ",".join(str(p) for p in watch_pids)]
-    if noop is not None:
-        args += ["--noop", noop.address, "--noop-pid", str(noop.pid)]
+    if baseline is not None:
+        args += ["--baseline", baseline.address, "--baseline-pid", str(baseline.pid)]
+        args += ["--baseline-orders", str(baseline_orders or orders)]
     args += ["--retry-busy", str(retry_busy)]
-    budget = (1 + retry_busy) * (2 if noop else 1) * len(rpcs) * len(levels) * (warmup + duration + 30) + 30
-    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {"real": {}, "noop": {}}
+    budget = (1 + retry_busy) * (2 if baseline else 1) * len(rpcs) * len(levels) * (
+        warmup + duration + 30
+    ) + 30
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {"real": {}, "baseline": {}}
     for result in run_json("bench.load", args, log_dir, name, budget):
         out[result["target"]].setdefault(result["rpc"], {})[str(result["concurrency"])] = result
     return out

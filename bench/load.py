@@ -38,11 +38,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write", default="", help="OrderCommandService address (for CreateOrder)")
     parser.add_argument("--read", default="", help="OrderQueryService address (for the queries)")
     parser.add_argument(
-        "--noop",
+        "--baseline",
         default="",
-        help="a no-op server's address: each level is measured there first, right before the real one",
+        help="a server to compare with (the no-op server, a smaller data set): each level is measured "
+        "there first, right before the real one",
     )
-    parser.add_argument("--noop-pid", type=int, default=0, help="the no-op server's pid (CPU sampling)")
+    parser.add_argument(
+        "--baseline-pid", type=int, default=0, help="the baseline server's pid (CPU sampling)"
+    )
+    parser.add_argument(
+        "--baseline-orders", type=int, default=0, help="the baseline's query key space (default: --orders)"
+    )
     parser.add_argument(
         "--retry-busy",
         type=int,
@@ -137,7 +143,9 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     levels = [int(level) for level in args.levels.split(",") if level]
     pids = [int(p) for p in args.watch_pids.split(",") if p]
-    factory = RequestFactory(args.tag or uuid.uuid4().hex[:8], args.orders)
+    tag = args.tag or uuid.uuid4().hex[:8]
+    factory = RequestFactory(tag, args.orders)
+    baseline_factory = RequestFactory(tag, args.baseline_orders or args.orders)
     channels: dict[str, grpc.aio.Channel] = {}
 
     async def channel(address: str) -> grpc.aio.Channel:
@@ -153,15 +161,17 @@ async def run(args: argparse.Namespace) -> int:
                 flag = "--write" if rpc == "CreateOrder" else "--read"
                 print(f"bench.load: {rpc} needs {flag}", file=sys.stderr)
                 return 2
-            # The ceiling is measured seconds before the figure, so both see the same machine.
-            targets = [("noop", args.noop, [*pids, args.noop_pid])] if args.noop else []
-            targets.append(("real", address, pids))
+            # The baseline is measured seconds before the figure, so both see the same machine.
+            targets = []
+            if args.baseline:
+                targets.append(("baseline", args.baseline, [*pids, args.baseline_pid], baseline_factory))
+            targets.append(("real", address, pids, factory))
             for level in levels:
                 best: list[dict[str, Any]] = []
                 for attempt in range(1 + args.retry_busy):
                     pair = []
-                    for target, target_address, watched in targets:
-                        call = _calls(await channel(target_address), factory)[rpc]
+                    for target, target_address, watched, requests in targets:
+                        call = _calls(await channel(target_address), requests)[rpc]
 
                         # Unique order ids: attempt and level are folded into the worker index.
                         def leveled(

@@ -178,16 +178,15 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )
 
     memory = results.get("memory") or {}
+    small_events, large_events = _sizes(results)
     for process, small_kib in (memory.get("small") or {}).items():
         large_kib = _get(memory, "large", process)
-        out.append(
-            Row("peak memory (VmHWM)", f"{process} @{small.get('orders', '?'):,}", small_kib / 1024, "MiB")
-        )
+        out.append(Row("peak memory (VmHWM)", f"{process} @{small_events:,}", small_kib / 1024, "MiB"))
         if large_kib is not None:
             out.append(
                 Row(
                     "peak memory (VmHWM)",
-                    f"{process} @{large.get('orders', '?'):,}",
+                    f"{process} @{large_events:,}",
                     large_kib / 1024,
                     "MiB",
                     ceiling=small_kib / 1024,
@@ -238,6 +237,12 @@ def _peer_rows(results: dict[str, Any], peer: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _sizes(results: dict[str, Any]) -> tuple[int, int]:
+    """The small and large data sets' sizes (orders, which here are also events)."""
+    settings = results.get("settings") or {}
+    return int(settings.get("small_orders", 0)), int(settings.get("large_orders", 0))
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     """The issue's targets, from this run's figures."""
     noop = _get(results, "ceilings", "noop") or {}
@@ -247,7 +252,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
 
     small = _get(results, "scale", "small") or {}
     large = _get(results, "scale", "large") or {}
-    sizes = f"{large.get('orders', 0):,} / {small.get('orders', 0):,}"
+    small_size, large_size = _sizes(results)
+    sizes = f"{large_size:,} / {small_size:,}"
     out = [
         Target(
             "durable commands @64 vs no-op", vs_noop(results.get("commands"), "CreateOrder"), 0.75, ">=", "x"

@@ -86,7 +86,14 @@ def run(settings: Settings) -> dict[str, Any]:
         )
         large = stage(
             "large",
-            lambda: stages.data_set(settings, work, "large", settings.large_orders, full_workload=False),
+            lambda: stages.data_set(
+                settings,
+                work,
+                "large",
+                settings.large_orders,
+                full_workload=False,
+                scale_baseline=settings.small_orders,
+            ),
         )
         results["catchup"] = stage("catchup", lambda: stages.catch_up(settings, work))
         if settings.peer:
@@ -110,12 +117,10 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
         results["commands"] = small.get("commands")
         results["queries"] = small.get("queries")
         results["lag"] = small.get("lag")
-    keep = ("orders", "projection", "get_order", "burst_commands")
-    results["scale"] = {
-        label: {k: data[k] for k in keep if k in data}
-        for label, data in (("small", small), ("large", large))
-        if data
-    }
+    scale: dict[str, Any] = dict((large or {}).get("scale") or {})
+    if large and "large" in scale:
+        scale["large"]["projection"] = large.get("projection")
+    results["scale"] = scale
     peaks: dict[str, int] = {}
     memory: dict[str, Any] = {}
     for label, data in (("small", small), ("large", large)):

@@ -29,7 +29,8 @@ class Settings:
     lag_rate: float = 500.0
     lag_warmup_s: float = 1.0
     lag_duration_s: float = 10.0
-    probe_s: float = 5.0  # GetOrder at 1 in flight on each data set
+    probe_s: float = 3.0  # GetOrder at 1 in flight: one window per data set per round
+    probe_rounds: int = 3
     burst_s: float = 3.0  # the same command burst on each data set before memory is read
     raw_scale: float = 1.0
     peer_events: int = 20_000
@@ -53,7 +54,8 @@ def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait
         catchup_events=5_000,
         lag_warmup_s=0.3,
         lag_duration_s=2.0,
-        probe_s=1.0,
+        probe_s=0.8,
+        probe_rounds=1,
         burst_s=0.5,
         raw_scale=0.1,
         peer_events=1_000,

@@ -7,6 +7,7 @@ stopped before the next starts. Ratios and targets are computed later, in `bench
 from __future__ import annotations
 
 import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +56,13 @@ def _project(
 
 
 def data_set(
-    settings: Settings, work: Path, label: str, orders: int, *, full_workload: bool
+    settings: Settings, work: Path, label: str, orders: int, *, full_workload: bool, scale_baseline: int = 0
 ) -> dict[str, Any]:
-    """One data set of `orders` orders: project it, probe GetOrder, read memory after a fixed burst.
+    """One data set of `orders` orders: project it, read memory after the same fixed bursts of commands
+    and queries as every data set gets.
 
-    With `full_workload`, the throughput levels and the live lag run afterwards on the same services,
-    so the memory figures of every data set are taken after the same work.
+    Then, with `full_workload`, the throughput levels and the live lag; with `scale_baseline`, GetOrder
+    here against a fresh data set of that many orders, alternately (see `_scale_probes`).
     """
     data = _fresh(work, label)
     logs = work / "logs"
@@ -73,7 +75,57 @@ def data_set(
             log.info("%s: projecting %d events", label, head)
             spawned = system.process(PROJECTOR).started_at
             result["projection"] = _project(system, watcher, head, settings.projection_timeout_s, spawned)
-            log.info("%s: GetOrder probe at 1 in flight", label)
+            burst = clients.closed_loop(
+                write=system.write_address,
+                read=system.read_address,
+                rpcs=["CreateOrder", "GetOrder"],
+                levels=(16,),
+                warmup=0.0,
+                duration=settings.burst_s,
+                orders=orders,
+                log_dir=logs,
+                name=f"{label}-burst",
+            )
+            result["burst_calls"] = {
+                rpc: burst["real"][rpc]["16"]["calls"] for rpc in ("CreateOrder", "GetOrder")
+            }
+            watcher.wait_for(watcher.head(), 60)
+            result["peak_rss_kib"] = system.peak_rss_kib()
+            if full_workload:
+                result.update(_throughput_beside_noop(settings, system, orders, logs))
+                result["peak_rss_kib_end"] = system.peak_rss_kib()
+            if scale_baseline:
+                result["scale"] = _scale_probes(settings, work, system, orders, scale_baseline)
+            system.check_alive()
+        finally:
+            watcher.close()
+            result["exit_codes"] = system.stop()
+    return result
+
+
+def _scale_probes(
+    settings: Settings, work: Path, system: OrderSystem, orders: int, baseline_orders: int
+) -> dict[str, Any]:
+    """GetOrder at 1 in flight on `system` and on a fresh data set of `baseline_orders` orders.
+
+    Both read services run side by side and the probes alternate, a few rounds each, so the two p50s
+    are taken on the same machine state; the medians over the rounds are reported. Comparing a probe
+    taken minutes earlier, in another stage, measured the machine's drift as much as the data size.
+    """
+    logs = work / "logs"
+    data = _fresh(work, "scale-baseline")
+    head = fixtures.build_orders_store(data / "events.db", baseline_orders)
+    rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with OrderSystem(data, logs, "scale-baseline") as baseline:
+        baseline.start_read()
+        baseline.start_projector()
+        watcher = status.ProjectionWatcher(baseline.read_address)
+        try:
+            watcher.wait_for(head, settings.projection_timeout_s)
+        finally:
+            watcher.close()
+        log.info("GetOrder at %d vs %d orders, %d rounds", orders, baseline_orders, settings.probe_rounds)
+        for index in range(settings.probe_rounds):
             probe = clients.closed_loop(
                 read=system.read_address,
                 rpcs=["GetOrder"],
@@ -81,31 +133,30 @@ def data_set(
                 warmup=settings.warmup_s,
                 duration=settings.probe_s,
                 orders=orders,
-                log_dir=logs,
+                baseline=baseline.process(READ),
+                baseline_orders=baseline_orders,
+                watch_pids=[*system.pids(), baseline.process(PROJECTOR).pid],
                 retry_busy=settings.retry_busy,
-                name=f"{label}-probe",
-            )
-            result["get_order"] = probe["real"]["GetOrder"]["1"]
-            burst = clients.closed_loop(
-                write=system.write_address,
-                rpcs=["CreateOrder"],
-                levels=(16,),
-                warmup=0.0,
-                duration=settings.burst_s,
                 log_dir=logs,
-                name=f"{label}-burst",
+                name=f"scale-probe-{index}",
             )
-            result["burst_commands"] = burst["real"]["CreateOrder"]["16"]["calls"]
-            watcher.wait_for(watcher.head(), 60)
-            result["peak_rss_kib"] = system.peak_rss_kib()
-            if full_workload:
-                result.update(_throughput_beside_noop(settings, system, orders, logs))
-                result["peak_rss_kib_end"] = system.peak_rss_kib()
-            system.check_alive()
-        finally:
-            watcher.close()
-            result["exit_codes"] = system.stop()
-    return result
+            rounds.append((probe["baseline"]["GetOrder"]["1"], probe["real"]["GetOrder"]["1"]))
+
+    def side(position: int, size: int) -> dict[str, Any]:
+        measured = [pair[position] for pair in rounds]
+        return {
+            "orders": size,
+            "get_order": {
+                "p50_ms": statistics.median(m["p50_ms"] for m in measured),
+                "p99_ms": statistics.median(m["p99_ms"] for m in measured),
+                "foreign_cores": max(m["foreign_cores"] for m in measured),
+                "rounds": [
+                    {k: m[k] for k in ("p50_ms", "p99_ms", "rate", "foreign_cores")} for m in measured
+                ],
+            },
+        }
+
+    return {"small": side(0, baseline_orders), "large": side(1, orders)}
 
 
 def _throughput_beside_noop(
@@ -141,7 +192,7 @@ def _throughput(
         duration=settings.duration_s,
         orders=orders,
         watch_pids=[read_pid, projector_pid, write_pid],
-        noop=noop,
+        baseline=noop,
         log_dir=logs,
         retry_busy=settings.retry_busy,
         name="query-client",
@@ -154,7 +205,7 @@ def _throughput(
         warmup=settings.warmup_s,
         duration=settings.duration_s,
         watch_pids=[write_pid, projector_pid, read_pid],
-        noop=noop,
+        baseline=noop,
         log_dir=logs,
         retry_busy=settings.retry_busy,
         name="command-client",
@@ -183,7 +234,7 @@ def _throughput(
             for measured in per_level.values():
                 cpu = measured.get("server_cpu_us_per_call", {})
                 measured["server_cpu_us_per_call"] = {pids.get(pid, pid): us for pid, us in cpu.items()}
-    noop_results = {**commands["noop"], **queries["noop"]}
+    noop_results = {**commands["baseline"], **queries["baseline"]}
     return {
         "queries": queries["real"],
         "commands": commands["real"]["CreateOrder"],
