@@ -137,6 +137,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 lag.get("lag", {}).get("p99_ms"),
             )
         )
+        command = lag.get("command", {})
+        out.append(
+            Row("live lag", "CreateOrder reply meanwhile", command.get("p50_ms"), "ms (p50)",
+                command.get("p50_ms"), command.get("p99_ms"))
+        )  # fmt: skip
     else:
         out.append(Row("live lag", "reply -> read model", None, "ms"))
 
@@ -196,9 +201,34 @@ def rows(results: dict[str, Any]) -> list[Row]:
     for process, kib in (memory.get("peak") or {}).items():
         out.append(Row("peak memory (VmHWM)", f"{process}, whole run", kib / 1024, "MiB"))
 
+    out.extend(_cpu_rows(results))
     peer = results.get("peer")
     if peer:
         out.extend(_peer_rows(results, peer))
+    return out
+
+
+def _cpu_rows(results: dict[str, Any]) -> list[Row]:
+    """Server CPU per call at 64 in flight, next to the no-op server's: where a throughput ratio is lost.
+
+    Also the projector's CPU per command, which competes with the write service and the client for the
+    machine's two cores while commands run.
+    """
+    out: list[Row] = []
+    section = "server CPU per call @64 (us)"
+    pairs = (
+        ("CreateOrder", _get(results, "commands", "64"), "write_service"),
+        ("GetOrder", _get(results, "queries", "GetOrder", "64"), "read_service"),
+        ("ListOrdersByCustomer", _get(results, "queries", "ListOrdersByCustomer", "64"), "read_service"),
+    )
+    for rpc, measured, server in pairs:
+        cpu = (measured or {}).get("server_cpu_us_per_call") or {}
+        noop = _get(results, "ceilings", "noop", rpc, "64", "server_cpu_us_per_call", "noop")
+        if server in cpu:
+            out.append(Row(section, f"{rpc}: {server}", cpu[server], "us", ceiling=noop,
+                           ratio=_ratio(cpu[server], noop)))  # fmt: skip
+        if rpc == "CreateOrder" and "projector" in cpu:
+            out.append(Row(section, "CreateOrder: projector (tailing)", cpu["projector"], "us"))
     return out
 
 
@@ -354,7 +384,7 @@ def render(results: dict[str, Any], *, markdown: bool) -> str:
         f"{machine.get('cpus')} cpus, Python {machine.get('python')}, SQLite {machine.get('sqlite')}, "
         f"grpcio {machine.get('grpcio')}"
     )
-    out = [f"# Benchmark results\n\n{head}\n" if markdown else head, ""]
+    out = [f"# Benchmark results\n\n{head}" if markdown else head, ""]
     out += _table(
         ["section", "figure", "value", "unit", "p50 ms", "p99 ms", "ceiling", "ratio"], figure_rows, markdown
     )
