@@ -26,7 +26,7 @@ from eventcore.event_store import (
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.json_text import json_dumps
-from eventcore.sqlite_support import Synchronous, WriterLock, open_locked_writer, open_migrated_reader
+from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,10 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
     """The single writer of an event-store file."""
 
     def __init__(
-        self, connection: sqlite3.Connection, codec: EventCodec, lock: WriterLock | None = None
+        self, connection: sqlite3.Connection, codec: EventCodec, session: WriterSession | None = None
     ) -> None:
         super().__init__(connection, codec)
-        self._lock = lock
+        self._session = session
         self._head = super().head_position()
         self._dumps = json_dumps
 
@@ -142,8 +142,8 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         cls, path: str | Path, codec: EventCodec, synchronous: Synchronous = Synchronous.FULL
     ) -> SQLiteEventStore:
         """Create or upgrade the file and take the writer lock."""
-        connection, lock = open_locked_writer(path, SCHEMA, synchronous)
-        return cls(connection, codec, lock)
+        connection, session = open_locked_writer(path, SCHEMA, synchronous)
+        return cls(connection, codec, session)
 
     def head_position(self) -> int:
         return self._head
@@ -264,8 +264,8 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
 
     def close(self) -> None:
         super().close()
-        if self._lock is not None:
-            self._lock.release()
+        if self._session is not None:
+            self._session.release()
 
     def _rollback(self) -> None:
         if self._connection.in_transaction:

@@ -31,7 +31,7 @@ from eventcore.read_store import (
     UnitOfWork,
 )
 from eventcore.sqlite_event_store import format_timestamp
-from eventcore.sqlite_support import Synchronous, WriterLock, open_locked_writer, open_migrated_reader
+from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
 
 SCHEMA = "read_store"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -207,10 +207,10 @@ class _SQLiteUnitOfWork(TrackingUnitOfWork):
 
 
 class SQLiteReadStoreWriter(ReadStoreWriter):
-    def __init__(self, connection: sqlite3.Connection, path: Path, lock: WriterLock | None) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path, session: WriterSession | None) -> None:
         self._connection = connection
         self._path = path
-        self._lock = lock
+        self._session = session
 
     @classmethod
     def open(cls, path: str | Path, synchronous: Synchronous = Synchronous.NORMAL) -> SQLiteReadStoreWriter:
@@ -219,8 +219,8 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
         NORMAL is safe here: the checkpoint commits with the rows, so a commit lost to a power
         failure is simply projected again from the event store.
         """
-        connection, lock = open_locked_writer(path, SCHEMA, synchronous)
-        return cls(connection, Path(path), lock)
+        connection, session = open_locked_writer(path, SCHEMA, synchronous)
+        return cls(connection, Path(path), session)
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         rows = self._connection.execute(
@@ -254,5 +254,5 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
 
     def close(self) -> None:
         self._connection.close()
-        if self._lock is not None:
-            self._lock.release()
+        if self._session is not None:
+            self._session.release()

@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -40,8 +41,6 @@ def open_for_writing(path: str | Path, synchronous: Synchronous = Synchronous.FU
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous.value}")
     connection.execute("PRAGMA busy_timeout=5000")
-    # Readers in other processes keep their snapshots; checkpoint often enough to bound the WAL.
-    connection.execute("PRAGMA wal_autocheckpoint=4000")
     return connection
 
 
@@ -71,16 +70,19 @@ def open_migrated_reader(path: str | Path, schema: str, what: str) -> sqlite3.Co
 
 def open_locked_writer(
     path: str | Path, schema: str, synchronous: Synchronous
-) -> tuple[sqlite3.Connection, WriterLock]:
-    """Take the file's writer lock, then open it for writing and apply pending migrations."""
+) -> tuple[sqlite3.Connection, WriterSession]:
+    """Take the file's writer lock, open it for writing, apply pending migrations, and hand WAL
+    checkpoints to a background thread so that no commit of the writer ever pays for one."""
     lock = WriterLock.acquire(path)
     try:
         connection = open_for_writing(path, synchronous)
         migrate(connection, schema)
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        checkpointer = Checkpointer.start(path)
     except BaseException:
         lock.release()
         raise
-    return connection, lock
+    return connection, WriterSession(lock, checkpointer)
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
@@ -137,6 +139,53 @@ def _statements(script: str) -> list[str]:
     if pending.strip() and not pending.strip().startswith("--"):
         raise RuntimeError(f"incomplete SQL statement in migration: {pending.strip()[:80]}")
     return statements
+
+
+class Checkpointer:
+    """Copies committed WAL pages back into the database file from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which then
+    takes tens of milliseconds instead of a fraction of one. A PASSIVE checkpoint never blocks the
+    writer or the readers; it only copies what no reader still needs.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, interval: float) -> None:
+        self._connection = connection
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
+
+    @classmethod
+    def start(cls, path: str | Path, interval: float = 0.5) -> Checkpointer:
+        checkpointer = cls(open_for_writing(path, Synchronous.NORMAL), interval)
+        checkpointer._thread.start()
+        return checkpointer
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as error:  # the next round retries; the WAL just grows meanwhile
+                log.warning("WAL checkpoint failed: %s", error)
+
+    def stop(self) -> None:
+        """Idempotent; the writer's own close then checkpoints what is left."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self._connection.close()
+
+
+@dataclass
+class WriterSession:
+    """What a file's single writer holds besides its connection."""
+
+    lock: WriterLock
+    checkpointer: Checkpointer
+
+    def release(self) -> None:
+        self.checkpointer.stop()
+        self.lock.release()
 
 
 @dataclass
