@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from eventcore.errors import (
     AlreadyExists,
@@ -79,8 +79,7 @@ class CommandHandler(Generic[C, S]):
     validate: Callable[[C], None] | None = None  # raises InvalidArgument before anything is queued
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     events: list[RecordedEvent]
     position: int  # global position of the last event: the store's version right after the command
     stream_version: int

@@ -1,14 +1,16 @@
-"""Events as the core sees them: new ones on their way in, recorded ones on their way out."""
+"""Events as the core sees them: new ones on their way in, recorded ones on their way out.
+
+These records are built once per event or command on every hot path, so they are NamedTuples:
+immutable like frozen dataclasses, but about five times cheaper to construct.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
     """An event as stored: its place in the log and in its stream, and its decoded domain object."""
 
     position: int
@@ -21,8 +23,7 @@ class RecordedEvent:
     recorded_at_us: int  # microseconds since the Unix epoch, UTC
 
 
-@dataclass(frozen=True, slots=True)
-class PendingAppend:
+class PendingAppend(NamedTuple):
     """One command's events for one stream, appended all or nothing.
 
     expected_version is the stream's version before these events (0 for a new stream); the store
@@ -36,8 +37,7 @@ class PendingAppend:
     fingerprint: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class CommandRecord:
+class CommandRecord(NamedTuple):
     """What the store remembers of an appended command, to answer its retries."""
 
     command_id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from eventcore.errors import ApplicationError, Unregistered
 from eventcore.read_store import ReadStoreReader, ReadView
@@ -25,8 +25,7 @@ class QueryHandler(Generic[Q, R]):
     validate: Callable[[Q], None] | None = None  # raises InvalidArgument before any waiting
 
 
-@dataclass(frozen=True, slots=True)
-class QueryResult(Generic[R]):
+class QueryResult(NamedTuple, Generic[R]):
     """The answer, or the refusal (e.g. NotFound), and the read-model version either came from."""
 
     value: R | None

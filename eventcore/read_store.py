@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Document = dict[str, Any]
 Cursor = tuple[Any, str]  # (order-by value, key) of the last document on a page
@@ -49,14 +49,12 @@ class Collection:
         return tuple(fields)
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
+class Page(NamedTuple):
     documents: list[Document]
     next_cursor: Cursor | None  # None on the last page
 
 
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     name: str
     version: int
     position: int
