@@ -12,7 +12,7 @@ from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from read_service.position_watch import PositionWatch
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
-from servicekit.server import ServerHost, wait_for_stop_signal
+from servicekit.server import ServerHost, ServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Settings:
     ready_poll: float = 0.1  # seconds between looks for the files before they exist
 
 
-class ReadService:
+class ReadService(ServerProcess):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = StorageSlot(settings.read_db, settings.event_store)
@@ -62,10 +62,3 @@ class ReadService:
             self._readiness.cancel()
         await self.host.stop(self.settings.grace)
         self.storage.close()
-
-    async def run(self) -> None:
-        await self.start()
-        try:
-            await wait_for_stop_signal()
-        finally:
-            await self.stop()

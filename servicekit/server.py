@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
@@ -94,6 +95,26 @@ class ServerHost:
                 break
             await asyncio.sleep(0.005)
         await self.server.stop(max(deadline - time.monotonic(), 0.0))
+
+
+class ServerProcess(ABC):
+    """A server's parts, startable in-process (tests) or as a process until a stop signal."""
+
+    @abstractmethod
+    async def start(self) -> str:
+        """Bind and serve; returns the bound address."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Finish in-flight calls, then release storage. Idempotent."""
+
+    async def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop gracefully."""
+        await self.start()
+        try:
+            await wait_for_stop_signal()
+        finally:
+            await self.stop()
 
 
 def run_server_process(serve: Callable[[], Awaitable[None]]) -> int:

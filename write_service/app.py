@@ -12,7 +12,7 @@ from eventcore.sqlite_support import Synchronous
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
-from servicekit.server import ServerHost, wait_for_stop_signal
+from servicekit.server import ServerHost, ServerProcess
 from write_service.servicer import OrderCommandServicer
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def build_bus(store: SQLiteEventStore, stream_cache_size: int) -> CommandBus:
     return bus
 
 
-class WriteService:
+class WriteService(ServerProcess):
     """The write service's parts, startable in-process (tests) or from __main__."""
 
     def __init__(self, settings: Settings) -> None:
@@ -68,11 +68,3 @@ class WriteService:
         await self.host.stop(self.settings.grace)
         await self.bus.close()
         self.store.close()
-
-    async def run(self) -> None:
-        """Serve until SIGINT or SIGTERM, then stop gracefully."""
-        await self.start()
-        try:
-            await wait_for_stop_signal()
-        finally:
-            await self.stop()
