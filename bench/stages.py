@@ -7,6 +7,7 @@ stopped before the next starts. Ratios and targets are computed later, in `bench
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,9 @@ def _throughput(
     log.info("live lag at %.0f commands/s", settings.lag_rate)
     lag: dict[str, Any] = {}
     for attempt in range(1 + settings.retry_busy):
+        # The flood of commands just measured left the kernel hundreds of MB to write back; its
+        # writeback would land in this stage's fsyncs. Lag is a steady-state figure: settle first.
+        os.sync()
         measured = clients.open_loop_lag(
             write=system.write_address,
             read=system.read_address,
