@@ -68,6 +68,8 @@ def run(settings: Settings) -> dict[str, Any]:
             foreign = processes.wait_for_quiet_machine(settings.wait_quiet_s, BUSY_CORES)
             if foreign >= BUSY_CORES:
                 log.warning("stage %s starts on a busy machine (%.2f cores used by others)", name, foreign)
+        # No stage pays for the previous one's writeback (fixtures, floods of commands).
+        os.sync()
         stage_started = time.perf_counter()
         try:
             return body()
