@@ -237,11 +237,7 @@ class CommandBus:
             self._commit(decided, results)
         for index, original in retries_in_batch:
             first = results[original]
-            results[index] = (
-                CommandResult(first.events, first.position, first.stream_version, deduplicated=True)
-                if isinstance(first, CommandResult)
-                else first
-            )
+            results[index] = first._replace(deduplicated=True) if isinstance(first, CommandResult) else first
         return results
 
     def _commit(self, decided: list[_Decided], results: list[Any]) -> None:
