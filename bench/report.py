@@ -335,6 +335,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.2f}"
 
 
+def _fmt_target(value: float | None, unit: str) -> str:
+    """Ratios with three decimals, so 0.798 against a limit of 0.80 does not print as 0.80 and MISS."""
+    if value is not None and unit == "x":
+        return f"{value:.3f}"
+    return _fmt(value, unit)
+
+
 def _table(header: list[str], body: list[list[str]], markdown: bool) -> list[str]:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -369,10 +376,10 @@ def render(results: dict[str, Any], *, markdown: bool) -> str:
     target_rows = [
         [
             t.name,
-            _fmt(t.measured),
-            f"{t.kind} {_fmt(t.limit)}",
+            _fmt_target(t.measured, t.unit),
+            f"{t.kind} {_fmt_target(t.limit, t.unit)}",
             t.unit,
-            f"{t.ratio_to_limit:.2f}" if t.ratio_to_limit is not None else "n/a",
+            f"{t.ratio_to_limit:.3f}" if t.ratio_to_limit is not None else "n/a",
             "PASS" if t.passed else "MISS",
         ]
         for t in targets(results)
