@@ -7,7 +7,7 @@ WRITE_ADDR ?= 127.0.0.1:50051
 READ_ADDR  ?= 127.0.0.1:50052
 STAMP      := $(VENV)/.installed
 
-.PHONY: help install proto run write projector read test lint bench bench-full clean
+.PHONY: help install proto run write projector read test lint bench bench-peer clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
