@@ -11,7 +11,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from eventcore.event_store import (
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.json_text import json_dumps
 from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
+from eventcore.timestamps import LastTimestampParser, format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +45,13 @@ def _uuid4(hex32: str) -> str:
     return f"{hex32[:8]}-{hex32[8:12]}-4{hex32[13:16]}-{variant}{hex32[17:20]}-{hex32[20:]}"
 
 
-def format_timestamp(micros: int) -> str:
-    """ISO-8601 UTC with microseconds, as stored in event metadata."""
-    return datetime.fromtimestamp(micros / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class _TimestampParser:
-    """Parses metadata timestamps, remembering the last one (events of one commit share it)."""
-
-    __slots__ = ("_last_text", "_last_value")
-
-    def __init__(self) -> None:
-        self._last_text = ""
-        self._last_value = 0
-
-    def __call__(self, text: str) -> int:
-        if text != self._last_text:
-            moment = datetime.fromisoformat(text)
-            self._last_value = int(moment.replace(tzinfo=UTC).timestamp()) * 1_000_000 + moment.microsecond
-            self._last_text = text
-        return self._last_value
-
-
 class SQLiteEventLogReader(EventLogReader):
     """Reads the log through any connection; opened read-only by default."""
 
     def __init__(self, connection: sqlite3.Connection, codec: EventCodec) -> None:
         self._connection = connection
         self._codec = codec
-        self._parse_time = _TimestampParser()
+        self._parse_time = LastTimestampParser()
 
     @classmethod
     def open(cls, path: str | Path, codec: EventCodec) -> SQLiteEventLogReader:

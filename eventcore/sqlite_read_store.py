@@ -12,7 +12,6 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,8 @@ from eventcore.read_store import (
     TrackingUnitOfWork,
     UnitOfWork,
 )
-from eventcore.sqlite_event_store import format_timestamp
 from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
+from eventcore.timestamps import format_timestamp, parse_timestamp
 
 SCHEMA = "read_store"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -47,11 +46,6 @@ def _column(field: str) -> str:
     if not _NAME.match(field):
         raise ValueError(f"indexed field {field!r} must be lower_snake_case")
     return f"f_{field}"
-
-
-def _parse_timestamp(text: str) -> int:
-    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 class _Statements:
@@ -131,7 +125,7 @@ class _SQLiteView(ReadView):
         rows = self._connection.execute(
             "SELECT name, version, position, updated_at FROM projections ORDER BY name"
         ).fetchall()
-        return [Checkpoint(name, v, p, _parse_timestamp(at)) for name, v, p, at in rows]
+        return [Checkpoint(name, v, p, parse_timestamp(at)) for name, v, p, at in rows]
 
     def position(self, projection: str) -> int:
         row = self._connection.execute(
@@ -226,7 +220,7 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
         rows = self._connection.execute(
             "SELECT name, version, position, updated_at FROM projections"
         ).fetchall()
-        return {name: Checkpoint(name, v, p, _parse_timestamp(at)) for name, v, p, at in rows}
+        return {name: Checkpoint(name, v, p, parse_timestamp(at)) for name, v, p, at in rows}
 
     def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
         with self.transaction() as work:
