@@ -5,10 +5,11 @@ own small order lookup so it never depends on the other projection's progress.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 from eventcore.events import RecordedEvent
-from eventcore.projection import Projection
+from eventcore.projection import EventHandler, Projection
 from eventcore.read_store import Collection, Index, UnitOfWork
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderShipped
 from orders.order import OrderStatus
@@ -92,36 +93,25 @@ def _order_created(work: UnitOfWork, event: RecordedEvent) -> None:
     work.put(ORDERS, data.order_id, dict(document))
 
 
-def _order_confirmed(work: UnitOfWork, event: RecordedEvent) -> None:
-    document = _existing(work, ORDERS, event.data.order_id, event)
-    document.update(
-        status=OrderStatus.CONFIRMED.value, version=event.stream_version, confirmed_at=event.recorded_at_us
-    )
-    work.put(ORDERS, event.data.order_id, document)
+def _order_moved(status: OrderStatus, moment: str, details: Callable[[Any], dict[str, Any]]) -> EventHandler:
+    """A handler that moves the order to `status`, stamps `moment` and copies the event's details."""
+
+    def moved(work: UnitOfWork, event: RecordedEvent) -> None:
+        document = _existing(work, ORDERS, event.data.order_id, event)
+        document.update(details(event.data), status=status.value, version=event.stream_version)
+        document[moment] = event.recorded_at_us
+        work.put(ORDERS, event.data.order_id, document)
+
+    return moved
 
 
-def _order_shipped(work: UnitOfWork, event: RecordedEvent) -> None:
-    data: OrderShipped = event.data
-    document = _existing(work, ORDERS, data.order_id, event)
-    document.update(
-        status=OrderStatus.SHIPPED.value,
-        version=event.stream_version,
-        shipped_at=event.recorded_at_us,
-        tracking_number=data.tracking_number,
-    )
-    work.put(ORDERS, data.order_id, document)
-
-
-def _order_cancelled(work: UnitOfWork, event: RecordedEvent) -> None:
-    data: OrderCancelled = event.data
-    document = _existing(work, ORDERS, data.order_id, event)
-    document.update(
-        status=OrderStatus.CANCELLED.value,
-        version=event.stream_version,
-        cancelled_at=event.recorded_at_us,
-        cancel_reason=data.reason,
-    )
-    work.put(ORDERS, data.order_id, document)
+_order_confirmed = _order_moved(OrderStatus.CONFIRMED, "confirmed_at", lambda data: {})
+_order_shipped = _order_moved(
+    OrderStatus.SHIPPED, "shipped_at", lambda data: {"tracking_number": data.tracking_number}
+)
+_order_cancelled = _order_moved(
+    OrderStatus.CANCELLED, "cancelled_at", lambda data: {"cancel_reason": data.reason}
+)
 
 
 ORDER_VIEW = Projection(
@@ -175,7 +165,7 @@ def _customer_order_created(work: UnitOfWork, event: RecordedEvent) -> None:
     work.put(CUSTOMERS, data.customer_id, summary)
 
 
-def _status_changer(status: OrderStatus) -> Any:
+def _status_changer(status: OrderStatus) -> EventHandler:
     def moved(work: UnitOfWork, event: RecordedEvent) -> None:
         order = _existing(work, CUSTOMER_ORDERS, event.data.order_id, event)
         summary = _existing(work, CUSTOMERS, order["customer_id"], event)
