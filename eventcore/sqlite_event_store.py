@@ -66,10 +66,13 @@ class SQLiteEventLogReader(EventLogReader):
         return int(row[0] or 0)
 
     def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
-        rows = self._connection.execute(
-            f"SELECT {_READ_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-            (after_position, limit),
-        ).fetchall()
+        try:
+            rows = self._connection.execute(
+                f"SELECT {_READ_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after_position, limit),
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise Unavailable(f"event store unavailable: {error}") from error
         return [self._decode(row) for row in rows]
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:

@@ -233,15 +233,19 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
 
     @contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
-        self._connection.execute("BEGIN IMMEDIATE")
-        work = _SQLiteUnitOfWork(self._connection)
+        connection = self._connection
         try:
+            connection.execute("BEGIN IMMEDIATE")
+            work = _SQLiteUnitOfWork(connection)
             yield work
             work.flush()
-        except BaseException:
-            self._connection.execute("ROLLBACK")
+            connection.execute("COMMIT")
+        except BaseException as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            if isinstance(error, sqlite3.Error):
+                raise Unavailable(f"read database unavailable: {error}") from error
             raise
-        self._connection.execute("COMMIT")
 
     def reader(self) -> SQLiteReadStoreReader:
         return SQLiteReadStoreReader.open(self._path)

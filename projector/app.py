@@ -7,16 +7,16 @@ even inside batches loses nothing and applies nothing twice.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventcore.errors import Unavailable
 from eventcore.projection import ProjectionRunner
 from eventcore.sqlite_event_store import SQLiteEventLogReader
 from eventcore.sqlite_read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
-from orders.projections import PROJECTIONS
+from orders.projections import PROJECTIONS, ProjectionInconsistency
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def follow(runner: ProjectionRunner, settings: Settings, stop: threading.Event) 
     while not stop.is_set():
         try:
             applied = runner.run_once()
-        except (sqlite3.Error, RuntimeError) as error:
+        except (Unavailable, ProjectionInconsistency) as error:
             log.error("batch after positions %s failed, retrying: %s", runner.positions, error)
             stop.wait(settings.retry_interval)
             continue
