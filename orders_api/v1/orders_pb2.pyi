@@ -2,6 +2,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -91,6 +92,30 @@ class CommandReply(_message.Message):
     stream_version: int
     deduplicated: bool
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., position: _Optional[int] = ..., stream_version: _Optional[int] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
+
+class CommandEnvelope(_message.Message):
+    __slots__ = ("correlation_id", "create", "confirm", "ship", "cancel")
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    SHIP_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: int
+    create: CreateOrderRequest
+    confirm: ConfirmOrderRequest
+    ship: ShipOrderRequest
+    cancel: CancelOrderRequest
+    def __init__(self, correlation_id: _Optional[int] = ..., create: _Optional[_Union[CreateOrderRequest, _Mapping]] = ..., confirm: _Optional[_Union[ConfirmOrderRequest, _Mapping]] = ..., ship: _Optional[_Union[ShipOrderRequest, _Mapping]] = ..., cancel: _Optional[_Union[CancelOrderRequest, _Mapping]] = ...) -> None: ...
+
+class CommandOutcome(_message.Message):
+    __slots__ = ("correlation_id", "reply", "error")
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    correlation_id: int
+    reply: CommandReply
+    error: _status_pb2.Status
+    def __init__(self, correlation_id: _Optional[int] = ..., reply: _Optional[_Union[CommandReply, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("position", "event_id", "stream_id", "stream_version", "type", "recorded_at", "command_id", "order_created", "order_confirmed", "order_shipped", "order_cancelled")
@@ -195,7 +220,7 @@ class OrderSummary(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., total: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CustomerSummary(_message.Message):
-    __slots__ = ("customer_id", "order_count", "pending_count", "confirmed_count", "shipped_count", "cancelled_count", "total_value", "last_order_at")
+    __slots__ = ("customer_id", "order_count", "pending_count", "confirmed_count", "shipped_count", "cancelled_count", "total_value", "last_order_at", "total_value_saturated")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
     PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +229,7 @@ class CustomerSummary(_message.Message):
     CANCELLED_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_VALUE_FIELD_NUMBER: _ClassVar[int]
     LAST_ORDER_AT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_VALUE_SATURATED_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     order_count: int
     pending_count: int
@@ -212,7 +238,22 @@ class CustomerSummary(_message.Message):
     cancelled_count: int
     total_value: int
     last_order_at: _timestamp_pb2.Timestamp
-    def __init__(self, customer_id: _Optional[str] = ..., order_count: _Optional[int] = ..., pending_count: _Optional[int] = ..., confirmed_count: _Optional[int] = ..., shipped_count: _Optional[int] = ..., cancelled_count: _Optional[int] = ..., total_value: _Optional[int] = ..., last_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    total_value_saturated: bool
+    def __init__(self, customer_id: _Optional[str] = ..., order_count: _Optional[int] = ..., pending_count: _Optional[int] = ..., confirmed_count: _Optional[int] = ..., shipped_count: _Optional[int] = ..., cancelled_count: _Optional[int] = ..., total_value: _Optional[int] = ..., last_order_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_value_saturated: _Optional[bool] = ...) -> None: ...
+
+class ProductSales(_message.Message):
+    __slots__ = ("product_id", "units_sold", "revenue", "order_count", "saturated")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNITS_SOLD_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SATURATED_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    units_sold: int
+    revenue: int
+    order_count: int
+    saturated: bool
+    def __init__(self, product_id: _Optional[str] = ..., units_sold: _Optional[int] = ..., revenue: _Optional[int] = ..., order_count: _Optional[int] = ..., saturated: _Optional[bool] = ...) -> None: ...
 
 class Consistency(_message.Message):
     __slots__ = ("read_model_version", "event_store_version", "is_consistent")
@@ -295,14 +336,24 @@ class GetProjectionStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ProjectionState(_message.Message):
-    __slots__ = ("name", "position", "updated_at")
+    __slots__ = ("name", "position", "updated_at", "state", "lag", "version", "parked_streams", "last_error")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARKED_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     position: int
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    state: str
+    lag: int
+    version: int
+    parked_streams: int
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., position: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[str] = ..., lag: _Optional[int] = ..., version: _Optional[int] = ..., parked_streams: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class GetProjectionStatusResponse(_message.Message):
     __slots__ = ("projections", "event_store_version")
@@ -311,3 +362,117 @@ class GetProjectionStatusResponse(_message.Message):
     projections: _containers.RepeatedCompositeFieldContainer[ProjectionState]
     event_store_version: int
     def __init__(self, projections: _Optional[_Iterable[_Union[ProjectionState, _Mapping]]] = ..., event_store_version: _Optional[int] = ...) -> None: ...
+
+class WatchOrderRequest(_message.Message):
+    __slots__ = ("order_id", "min_position")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    min_position: int
+    def __init__(self, order_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class WatchCustomerOrdersRequest(_message.Message):
+    __slots__ = ("customer_id", "min_position")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    min_position: int
+    def __init__(self, customer_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class WatchCustomerOrdersResponse(_message.Message):
+    __slots__ = ("order", "consistency")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    order: OrderSummary
+    consistency: Consistency
+    def __init__(self, order: _Optional[_Union[OrderSummary, _Mapping]] = ..., consistency: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class GetProductSalesRequest(_message.Message):
+    __slots__ = ("product_id", "min_position")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    min_position: int
+    def __init__(self, product_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class GetProductSalesResponse(_message.Message):
+    __slots__ = ("sales", "consistency")
+    SALES_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    sales: ProductSales
+    consistency: Consistency
+    def __init__(self, sales: _Optional[_Union[ProductSales, _Mapping]] = ..., consistency: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class ListTopProductsRequest(_message.Message):
+    __slots__ = ("limit", "min_position")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    min_position: int
+    def __init__(self, limit: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class ListTopProductsResponse(_message.Message):
+    __slots__ = ("products", "consistency")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[ProductSales]
+    consistency: Consistency
+    def __init__(self, products: _Optional[_Iterable[_Union[ProductSales, _Mapping]]] = ..., consistency: _Optional[_Union[Consistency, _Mapping]] = ...) -> None: ...
+
+class SubscribeEventsRequest(_message.Message):
+    __slots__ = ("from_position", "event_types", "stream_prefix")
+    FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    from_position: int
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    stream_prefix: str
+    def __init__(self, from_position: _Optional[int] = ..., event_types: _Optional[_Iterable[str]] = ..., stream_prefix: _Optional[str] = ...) -> None: ...
+
+class SubscribeEventsResponse(_message.Message):
+    __slots__ = ("event", "checkpoint", "caught_up", "fell_behind")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    FELL_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    checkpoint: Checkpoint
+    caught_up: CaughtUp
+    fell_behind: FellBehind
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., caught_up: _Optional[_Union[CaughtUp, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class CaughtUp(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class FellBehind(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class ReadStreamRequest(_message.Message):
+    __slots__ = ("stream_id", "from_version", "limit")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    from_version: int
+    limit: int
+    def __init__(self, stream_id: _Optional[str] = ..., from_version: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ReadStreamResponse(_message.Message):
+    __slots__ = ("events", "stream_version")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    stream_version: int
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., stream_version: _Optional[int] = ...) -> None: ...

@@ -60,6 +60,11 @@ class OrderCommandServiceStub:
                 request_serializer=orders_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_orders__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.ExecuteCommands = channel.stream_stream(
+                '/orders.v1.OrderCommandService/ExecuteCommands',
+                request_serializer=orders_dot_v1_dot_orders__pb2.CommandEnvelope.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.CommandOutcome.FromString,
+                _registered_method=True)
 
 
 class OrderCommandServiceServicer:
@@ -94,6 +99,14 @@ class OrderCommandServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteCommands(self, request_iterator, context):
+        """Bulk producers: each command is validated, decided and made durable exactly as its unary RPC,
+        and answered by its own outcome (in any order, tagged with the envelope's correlation_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderCommandServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +129,11 @@ def add_OrderCommandServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=orders_dot_v1_dot_orders__pb2.CancelOrderRequest.FromString,
                     response_serializer=orders_dot_v1_dot_orders__pb2.CommandReply.SerializeToString,
+            ),
+            'ExecuteCommands': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteCommands,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.CommandEnvelope.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.CommandOutcome.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -241,6 +259,33 @@ class OrderCommandService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ExecuteCommands(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orders.v1.OrderCommandService/ExecuteCommands',
+            orders_dot_v1_dot_orders__pb2.CommandEnvelope.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.CommandOutcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class OrderQueryServiceStub:
     """---------------------------------------------------------------------------------------------
@@ -280,6 +325,26 @@ class OrderQueryServiceStub:
                 '/orders.v1.OrderQueryService/GetProjectionStatus',
                 request_serializer=orders_dot_v1_dot_orders__pb2.GetProjectionStatusRequest.SerializeToString,
                 response_deserializer=orders_dot_v1_dot_orders__pb2.GetProjectionStatusResponse.FromString,
+                _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/orders.v1.OrderQueryService/WatchOrder',
+                request_serializer=orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
+                _registered_method=True)
+        self.WatchCustomerOrders = channel.unary_stream(
+                '/orders.v1.OrderQueryService/WatchCustomerOrders',
+                request_serializer=orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersResponse.FromString,
+                _registered_method=True)
+        self.GetProductSales = channel.unary_unary(
+                '/orders.v1.OrderQueryService/GetProductSales',
+                request_serializer=orders_dot_v1_dot_orders__pb2.GetProductSalesRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.GetProductSalesResponse.FromString,
+                _registered_method=True)
+        self.ListTopProducts = channel.unary_unary(
+                '/orders.v1.OrderQueryService/ListTopProducts',
+                request_serializer=orders_dot_v1_dot_orders__pb2.ListTopProductsRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.ListTopProductsResponse.FromString,
                 _registered_method=True)
 
 
@@ -321,6 +386,33 @@ class OrderQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOrder(self, request, context):
+        """The current view first (NOT_FOUND at once for an unknown order), then one message per change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCustomerOrders(self, request, context):
+        """The customer's current orders (newest first, at most 500), then one message per order created
+        or changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProductSales(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTopProducts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderQueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +440,26 @@ def add_OrderQueryServiceServicer_to_server(servicer, server):
                     servicer.GetProjectionStatus,
                     request_deserializer=orders_dot_v1_dot_orders__pb2.GetProjectionStatusRequest.FromString,
                     response_serializer=orders_dot_v1_dot_orders__pb2.GetProjectionStatusResponse.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'WatchCustomerOrders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCustomerOrders,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersResponse.SerializeToString,
+            ),
+            'GetProductSales': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductSales,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.GetProductSalesRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.GetProductSalesResponse.SerializeToString,
+            ),
+            'ListTopProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTopProducts,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.ListTopProductsRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.ListTopProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +602,244 @@ class OrderQueryService:
             '/orders.v1.OrderQueryService/GetProjectionStatus',
             orders_dot_v1_dot_orders__pb2.GetProjectionStatusRequest.SerializeToString,
             orders_dot_v1_dot_orders__pb2.GetProjectionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orders.v1.OrderQueryService/WatchOrder',
+            orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCustomerOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orders.v1.OrderQueryService/WatchCustomerOrders',
+            orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.WatchCustomerOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductSales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.OrderQueryService/GetProductSales',
+            orders_dot_v1_dot_orders__pb2.GetProductSalesRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.GetProductSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTopProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.OrderQueryService/ListTopProducts',
+            orders_dot_v1_dot_orders__pb2.ListTopProductsRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.ListTopProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EventStoreServiceStub:
+    """---------------------------------------------------------------------------------------------
+    Following the log (served by the read service from the event store, read-only)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubscribeEvents = channel.unary_stream(
+                '/orders.v1.EventStoreService/SubscribeEvents',
+                request_serializer=orders_dot_v1_dot_orders__pb2.SubscribeEventsRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.SubscribeEventsResponse.FromString,
+                _registered_method=True)
+        self.ReadStream = channel.unary_unary(
+                '/orders.v1.EventStoreService/ReadStream',
+                request_serializer=orders_dot_v1_dot_orders__pb2.ReadStreamRequest.SerializeToString,
+                response_deserializer=orders_dot_v1_dot_orders__pb2.ReadStreamResponse.FromString,
+                _registered_method=True)
+
+
+class EventStoreServiceServicer:
+    """---------------------------------------------------------------------------------------------
+    Following the log (served by the read service from the event store, read-only)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    def SubscribeEvents(self, request, context):
+        """Every stored event after from_position that passes the filter, in position order, then
+        caught_up, then each new event as it is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadStream(self, request, context):
+        """One stream's events from from_version on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventStoreServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeEvents,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.SubscribeEventsRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.SubscribeEventsResponse.SerializeToString,
+            ),
+            'ReadStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadStream,
+                    request_deserializer=orders_dot_v1_dot_orders__pb2.ReadStreamRequest.FromString,
+                    response_serializer=orders_dot_v1_dot_orders__pb2.ReadStreamResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'orders.v1.EventStoreService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('orders.v1.EventStoreService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EventStoreService:
+    """---------------------------------------------------------------------------------------------
+    Following the log (served by the read service from the event store, read-only)
+    ---------------------------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def SubscribeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orders.v1.EventStoreService/SubscribeEvents',
+            orders_dot_v1_dot_orders__pb2.SubscribeEventsRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.SubscribeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orders.v1.EventStoreService/ReadStream',
+            orders_dot_v1_dot_orders__pb2.ReadStreamRequest.SerializeToString,
+            orders_dot_v1_dot_orders__pb2.ReadStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
