@@ -1,6 +1,7 @@
 """Prebuilt event-store files, written straight into SQLite so that a million events take seconds.
 
-The file is created by executing the service's own migration files (`eventcore/migrations/event_store`),
+The file is created by executing the service's own migration files
+(`eventcore/sqlite/migrations/event_store`),
 so the fixture cannot drift from the schema the write service creates; only the bulk insert is ours.
 `synchronous=OFF` is fine here: a fixture that dies half-written is simply rebuilt.
 """
@@ -22,7 +23,7 @@ from bench import workload
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = ROOT / "eventcore" / "migrations" / "event_store"
+MIGRATIONS = ROOT / "eventcore" / "sqlite" / "migrations" / "event_store"
 BATCH = 50_000  # rows per transaction: large enough that commits do not matter
 
 Row = tuple[int, str, int, str, int, str, str]

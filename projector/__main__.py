@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from eventcore.sqlite_support import StorageLocked
+from eventcore.sqlite.files import StorageLocked
 from projector.app import Settings, run
 from servicekit import cli
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from eventcore.errors import Unavailable
 from eventcore.projection import ProjectionRunner
-from eventcore.sqlite_event_store import SQLiteEventLogReader
-from eventcore.sqlite_read_store import SQLiteReadStoreWriter
+from eventcore.sqlite.event_store import SQLiteEventLogReader
+from eventcore.sqlite.read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
 from orders.projections import PROJECTIONS, ProjectionInconsistency
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventcore.errors import Unavailable
-from eventcore.sqlite_event_store import SQLiteEventLogReader
-from eventcore.sqlite_read_store import SQLiteReadStoreReader
+from eventcore.sqlite.event_store import SQLiteEventLogReader
+from eventcore.sqlite.read_store import SQLiteReadStoreReader
 from orders.events import order_codec
 
 log = logging.getLogger(__name__)

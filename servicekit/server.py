@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from eventcore.sqlite_support import StorageLocked
+from eventcore.sqlite.files import StorageLocked
 from servicekit.status import CallTracker
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from eventcore.sqlite_support import Synchronous
+from eventcore.sqlite.files import Synchronous
 from servicekit import cli
 from servicekit.server import run_server_process
 from write_service.app import Settings, WriteService

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventcore.command_bus import CommandBus
-from eventcore.sqlite_event_store import SQLiteEventStore
-from eventcore.sqlite_support import Synchronous
+from eventcore.sqlite.event_store import SQLiteEventStore
+from eventcore.sqlite.files import Synchronous
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc

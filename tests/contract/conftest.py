@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from eventcore.event_store import EventStore
-from eventcore.memory_event_store import InMemoryEventStore
-from eventcore.memory_read_store import InMemoryReadStoreWriter
+from eventcore.memory.event_store import InMemoryEventStore
+from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.read_store import ReadStoreWriter
-from eventcore.sqlite_event_store import SQLiteEventStore
-from eventcore.sqlite_read_store import SQLiteReadStoreWriter
+from eventcore.sqlite.event_store import SQLiteEventStore
+from eventcore.sqlite.read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
 
 

@@ -21,9 +21,9 @@ from eventcore.events import PendingAppend
 from eventcore.projection import ProjectionRunner
 from eventcore.query_bus import QueryBus, QueryHandler
 from eventcore.read_store import ReadView
-from eventcore.sqlite_event_store import SQLiteEventLogReader, SQLiteEventStore
-from eventcore.sqlite_read_store import SQLiteReadStoreReader, SQLiteReadStoreWriter
-from eventcore.sqlite_support import StorageLocked, latest_version, open_read_only
+from eventcore.sqlite.event_store import SQLiteEventLogReader, SQLiteEventStore
+from eventcore.sqlite.files import StorageLocked, latest_version, open_read_only
+from eventcore.sqlite.read_store import SQLiteReadStoreReader, SQLiteReadStoreWriter
 from orders.commands import CancelOrder, ConfirmOrder, CreateOrder
 from orders.events import OrderConfirmed, OrderCreated, OrderItem, order_codec
 from orders.order import command_handlers

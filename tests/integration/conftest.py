@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from eventcore.projection import ProjectionRunner
-from eventcore.sqlite_event_store import SQLiteEventLogReader
-from eventcore.sqlite_read_store import SQLiteReadStoreWriter
+from eventcore.sqlite.event_store import SQLiteEventLogReader
+from eventcore.sqlite.read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
 from orders.projections import PROJECTIONS
 from orders_api.v1 import orders_pb2_grpc

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from eventcore.sqlite_event_store import SQLiteEventLogReader
+from eventcore.sqlite.event_store import SQLiteEventLogReader
 from orders.events import order_codec
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc

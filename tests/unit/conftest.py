@@ -8,8 +8,8 @@ import pytest
 
 from eventcore.codec import EventCodec
 from eventcore.command_bus import CommandBus
-from eventcore.memory_event_store import InMemoryEventStore
-from eventcore.memory_read_store import InMemoryReadStoreWriter
+from eventcore.memory.event_store import InMemoryEventStore
+from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import ProjectionRunner
 from orders.events import order_codec
 from orders.order import command_handlers

@@ -23,7 +23,7 @@ from eventcore.errors import (
 )
 from eventcore.event_store import AppendOutcome, StorageFailure
 from eventcore.events import PendingAppend
-from eventcore.memory_event_store import InMemoryEventStore
+from eventcore.memory.event_store import InMemoryEventStore
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderShipped, order_codec
 from orders.order import OrderState
 

@@ -25,8 +25,8 @@ from eventcore.command_bus import Aggregate, CommandBus, CommandHandler, Expects
 from eventcore.errors import HandlerContractViolated, Unregistered
 from eventcore.event_store import EventLogReader
 from eventcore.events import CommandRecord, RecordedEvent
-from eventcore.memory_event_store import InMemoryEventStore
-from eventcore.memory_read_store import InMemoryReadStoreWriter
+from eventcore.memory.event_store import InMemoryEventStore
+from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import ProjectionRunner
 from eventcore.query_bus import QueryBus, QueryHandler
 from eventcore.read_store import ReadStoreReader, ReadView

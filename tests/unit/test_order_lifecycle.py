@@ -14,7 +14,7 @@ import pytest
 
 from eventcore.command_bus import CommandBus
 from eventcore.errors import AlreadyExists, FailedPrecondition, NotFound
-from eventcore.memory_event_store import InMemoryEventStore
+from eventcore.memory.event_store import InMemoryEventStore
 from orders import order
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderItem, OrderShipped
 from orders.order import OrderState, OrderStatus

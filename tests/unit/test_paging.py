@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eventcore.command_bus import CommandBus
-from eventcore.memory_read_store import InMemoryReadStoreWriter
+from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import ProjectionRunner
 from orders import queries
 from orders.order import OrderStatus

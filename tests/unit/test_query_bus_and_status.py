@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from eventcore import errors
-from eventcore.memory_read_store import InMemoryReadStoreWriter
+from eventcore.memory.read_store import InMemoryReadStoreWriter
 from orders import queries
 from orders.projections import CUSTOMER_ORDERS, CUSTOMERS, ORDERS
 from servicekit.status import STATUS_OF, status_code_of

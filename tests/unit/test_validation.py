@@ -13,7 +13,7 @@ import pytest
 
 from eventcore.command_bus import CommandBus
 from eventcore.errors import FieldViolation, InvalidArgument
-from eventcore.memory_event_store import InMemoryEventStore
+from eventcore.memory.event_store import InMemoryEventStore
 from orders import commands as c
 from orders import queries as q
 from orders.order import OrderStatus

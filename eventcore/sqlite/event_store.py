@@ -25,7 +25,7 @@ from eventcore.event_store import (
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.json_text import json_dumps
-from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
+from eventcore.sqlite.files import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
 from eventcore.timestamps import LastTimestampParser, format_timestamp
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from eventcore.read_store import (
     TrackingUnitOfWork,
     UnitOfWork,
 )
-from eventcore.sqlite_support import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
+from eventcore.sqlite.files import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
 from eventcore.timestamps import format_timestamp, parse_timestamp
 
 SCHEMA = "read_store"
