@@ -7,7 +7,7 @@ WRITE_ADDR ?= 127.0.0.1:50051
 READ_ADDR  ?= 127.0.0.1:50052
 STAMP      := $(VENV)/.installed
 
-.PHONY: help install proto run write projector read test lint bench bench-peer clean
+.PHONY: help install proto run write projector read test lint bench bench-peer soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,11 @@ bench: $(STAMP) proto  ## benchmark vs no-op gRPC and raw SQLite ceilings; resul
 bench-peer: proto  ## the benchmark plus the eventsourcing peer (installs bench/requirements.txt)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(PY) -m bench --peer $(BENCH_ARGS)
+
+SOAK_SECONDS ?= 120
+
+soak: $(STAMP) proto  ## the trio under load while a random process is SIGKILLed every 2-6 s; fails on any loss (SOAK_SECONDS=120)
+	$(PY) -m tools.soak --seconds $(SOAK_SECONDS)
 
 clean:  ## remove the virtual environment, caches and ./data
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DATA_DIR)
