@@ -31,6 +31,7 @@ class QueryResult(NamedTuple, Generic[R]):
     value: R | None
     read_model_version: int
     refusal: ApplicationError | None = None
+    depends_on_parked: bool = False  # the answer may miss events of a parked stream
 
 
 class QueryBus:

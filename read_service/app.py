@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventcore.read_path import PositionWatch, ReadPath
 from orders.queries import query_bus
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
-from read_service.position_watch import PositionWatch
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
 from servicekit.server import ServerHost, ServerProcess
@@ -35,9 +35,9 @@ class ReadService(ServerProcess):
         self.storage = StorageSlot(settings.read_db, settings.event_store)
         self.host = ServerHost([SERVICE_NAME])
         self.watch = PositionWatch(self.storage.positions)
+        self.read_path = ReadPath(query_bus(), self.storage.get, self.watch, settings.max_wait)
         orders_pb2_grpc.add_OrderQueryServiceServicer_to_server(
-            OrderQueryServicer(query_bus(), self.storage, self.watch, settings.max_wait, self.host.calls),
-            self.host.server,
+            OrderQueryServicer(self.read_path, self.storage, self.host.calls), self.host.server
         )
         self._readiness: asyncio.Task[None] | None = None
         self._closed = False

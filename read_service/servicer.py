@@ -8,14 +8,13 @@ from typing import Any
 
 import grpc
 
-from eventcore.errors import DeadlineExceeded, OutOfRange, WaitTimedOut
-from eventcore.query_bus import QueryBus
+from eventcore.projection_status import ProjectionStatus, projection_statuses
+from eventcore.read_path import Answer, ReadPath
 from orders import queries
 from orders.order import OrderStatus
 from orders.projections import CustomerDocument, OrderDocument
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
-from read_service.position_watch import PositionWatch
 from read_service.storage import StorageSlot
 from servicekit.protobuf import optional_timestamp
 from servicekit.status import CallTracker, TrackedServicer, grpc_method
@@ -27,9 +26,6 @@ _STATUS_TO_PB = {
     OrderStatus.CANCELLED.value: pb.ORDER_STATUS_CANCELLED,
 }
 _STATUS_FROM_PB = {number: OrderStatus(name) for name, number in _STATUS_TO_PB.items()}
-
-# Answer a little before the caller's deadline, so it gets our status rather than its own timeout.
-_DEADLINE_MARGIN = 0.005
 
 
 def order_view(doc: OrderDocument) -> pb.OrderView:
@@ -72,6 +68,27 @@ def customer_summary(doc: CustomerDocument) -> pb.CustomerSummary:
     )
 
 
+def projection_state(status: ProjectionStatus) -> pb.ProjectionState:
+    return pb.ProjectionState(
+        name=status.name,
+        position=status.position,
+        updated_at=optional_timestamp(status.updated_at_us),
+        state=status.state,
+        lag=status.lag,
+        version=status.version,
+        parked_streams=status.parked_streams,
+        last_error=status.last_error,
+    )
+
+
+def consistency(answer: Answer[Any]) -> pb.Consistency:
+    return pb.Consistency(
+        read_model_version=answer.read_model_version,
+        event_store_version=answer.event_store_version,
+        is_consistent=answer.is_consistent,
+    )
+
+
 def list_response(page: queries.OrderPage, consistency: pb.Consistency) -> pb.ListOrdersResponse:
     return pb.ListOrdersResponse(
         orders=[order_summary(doc) for doc in page.orders],
@@ -81,62 +98,23 @@ def list_response(page: queries.OrderPage, consistency: pb.Consistency) -> pb.Li
 
 
 class OrderQueryServicer(TrackedServicer, orders_pb2_grpc.OrderQueryServiceServicer):
-    def __init__(
-        self, bus: QueryBus, storage: StorageSlot, watch: PositionWatch, max_wait: float, calls: CallTracker
-    ) -> None:
+    def __init__(self, path: ReadPath, storage: StorageSlot, calls: CallTracker) -> None:
         super().__init__(calls)
-        self._bus = bus
+        self._path = path
         self._storage = storage
-        self._watch = watch
-        self._max_wait = max_wait
 
     async def _answer(
         self, query: object, min_position: int, context: grpc.aio.ServicerContext
     ) -> tuple[Any, pb.Consistency]:
-        """Validate, wait for min_position if asked, answer from one snapshot; versions attached."""
-        storage = self._storage.get()
-        try:
-            self._bus.validate(query)
-            if min_position:
-                await self._wait_for(query, min_position, context)
-            head = storage.events.head_position()
-            result = self._bus.ask(storage.read_model, query)
-        except Exception:
-            head = storage.events.head_position()
-            self._set_versions(context, self._bus.read_model_version(storage.read_model, query), head)
-            raise
-        self._set_versions(context, result.read_model_version, head)
-        if result.refusal is not None:
-            raise result.refusal
-        version = result.read_model_version
-        return result.value, pb.Consistency(
-            read_model_version=version, event_store_version=head, is_consistent=version >= head
-        )
+        """The read path's answer and its versions, which also go out as trailing metadata."""
 
-    async def _wait_for(self, query: object, min_position: int, context: grpc.aio.ServicerContext) -> None:
-        head = self._storage.get().events.head_position()
-        if min_position > head:
-            raise OutOfRange(f"min_position {min_position} is beyond the event store's head position {head}")
-        remaining = context.time_remaining()
-        deadline_first = remaining is not None and remaining - _DEADLINE_MARGIN < self._max_wait
-        timeout = max(remaining - _DEADLINE_MARGIN, 0.0) if deadline_first and remaining else self._max_wait
-        projections = self._bus.handler_for(query).reads
-        try:
-            await self._watch.wait_for(min_position, projections, timeout)
-        except TimeoutError:
-            if deadline_first:
-                raise DeadlineExceeded(
-                    f"the read model did not reach position {min_position} before the call's deadline"
-                ) from None
-            raise WaitTimedOut(
-                f"the read model did not reach position {min_position} within {self._max_wait:g} s"
-            ) from None
+        def versions(read_model: int, event_store: int) -> None:
+            context.set_trailing_metadata(
+                (("x-read-model-version", str(read_model)), ("x-event-store-version", str(event_store)))
+            )
 
-    @staticmethod
-    def _set_versions(context: grpc.aio.ServicerContext, read_model: int, event_store: int) -> None:
-        context.set_trailing_metadata(
-            (("x-read-model-version", str(read_model)), ("x-event-store-version", str(event_store)))
-        )
+        answer = await self._path.ask(query, min_position, context.time_remaining(), versions)
+        return answer.value, consistency(answer)
 
     @grpc_method
     async def GetOrder(
@@ -178,14 +156,7 @@ class OrderQueryServicer(TrackedServicer, orders_pb2_grpc.OrderQueryServiceServi
     ) -> pb.GetProjectionStatusResponse:
         storage = self._storage.get()
         head = storage.events.head_position()
-        with storage.read_model.snapshot() as view:
-            checkpoints = view.checkpoints()
         return pb.GetProjectionStatusResponse(
-            projections=[
-                pb.ProjectionState(
-                    name=c.name, position=c.position, updated_at=optional_timestamp(c.updated_at_us)
-                )
-                for c in checkpoints
-            ],
+            projections=[projection_state(s) for s in projection_statuses(storage.read_model, head)],
             event_store_version=head,
         )
