@@ -31,17 +31,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         default="5000",
         type=cli.positive_int,
     )
-    cli.add_flag(
-        parser,
-        "--poll-interval",
-        "ORDERS_POLL_INTERVAL",
-        "seconds between looks at an idle event log",
-        default="0.002",
-        type=cli.positive_float,
-        metavar="SECONDS",
-    )
     args = cli.parse(parser, argv)
-    return Settings(args.event_store, args.read_db, args.batch_size, args.poll_interval)
+    return Settings(args.event_store, args.read_db, args.batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """The projector's loop: wait for the event store, then apply batches until told to stop.
 
 Each batch commits with the projections' checkpoints, so stopping (or being killed) between or
-even inside batches loses nothing and applies nothing twice.
+even inside batches loses nothing and applies nothing twice. An idle projector sleeps until the
+event store announces a commit (eventcore/sqlite/changes.py), looking once a second at most.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventcore.changes import ChangeSignal
 from eventcore.errors import Unavailable
 from eventcore.projection import ProjectionRunner
+from eventcore.sqlite.changes import FileChanges
 from eventcore.sqlite.event_store import SQLiteEventLogReader
 from eventcore.sqlite.read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
@@ -26,11 +29,13 @@ class Settings:
     event_store: Path
     read_db: Path
     batch_size: int = 5000
-    poll_interval: float = 0.002  # seconds between looks at an idle log
+    idle_look: float = 1.0  # seconds an idle projector waits for an announcement before it looks
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
 
 
-def wait_for_event_store(path: Path, stop: threading.Event, poll: float) -> SQLiteEventLogReader | None:
+def wait_for_event_store(
+    path: Path, stop: threading.Event, changes: ChangeSignal, idle_look: float
+) -> SQLiteEventLogReader | None:
     """Open the event store read-only once the write service has created it (None if stopped)."""
     announced = False
     while not stop.is_set():
@@ -40,29 +45,41 @@ def wait_for_event_store(path: Path, stop: threading.Event, poll: float) -> SQLi
             if not announced:
                 log.info("waiting for the write service to create it: %s", missing)
                 announced = True
-        stop.wait(max(poll, 0.05))
+        changes.wait(idle_look)
     return None
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
     store = SQLiteReadStoreWriter.open(settings.read_db)
+    source = FileChanges(settings.event_store)
+    changes = source.signal()
+    threading.Thread(target=_wake_on_stop, args=(stop, changes), name="stop-relay", daemon=True).start()
     try:
-        log_reader = wait_for_event_store(settings.event_store, stop, settings.poll_interval)
+        log_reader = wait_for_event_store(settings.event_store, stop, changes, settings.idle_look)
         if log_reader is None:
             return
         try:
             runner = ProjectionRunner(log_reader, store, PROJECTIONS, settings.batch_size)
             runner.prepare()
             log.info("projecting from positions %s", runner.positions)
-            follow(runner, settings, stop)
+            follow(runner, settings, stop, changes)
             log.info("stopped at positions %s", runner.positions)
         finally:
             log_reader.close()
     finally:
+        source.close()
         store.close()
 
 
-def follow(runner: ProjectionRunner, settings: Settings, stop: threading.Event) -> None:
+def _wake_on_stop(stop: threading.Event, changes: ChangeSignal) -> None:
+    """Ends the follower's wait as soon as it is told to stop."""
+    stop.wait()
+    changes.wake()
+
+
+def follow(
+    runner: ProjectionRunner, settings: Settings, stop: threading.Event, changes: ChangeSignal
+) -> None:
     """Apply batches until stop is set; a failing batch is logged and retried, never skipped."""
     while not stop.is_set():
         try:
@@ -72,4 +89,4 @@ def follow(runner: ProjectionRunner, settings: Settings, stop: threading.Event) 
             stop.wait(settings.retry_interval)
             continue
         if applied == 0:
-            stop.wait(settings.poll_interval)
+            changes.wait(settings.idle_look)

@@ -220,6 +220,8 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
             self._rollback()
             raise
         self._head = position
+        if self._session is not None and event_rows:
+            self._session.announce()
         return outcomes
 
     def _refusal(

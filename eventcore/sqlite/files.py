@@ -82,6 +82,7 @@ def open_locked_writer(
     except BaseException:
         lock.release()
         raise
+    lock.announce()  # the schema is there: followers waiting for the file may open it now
     return connection, WriterSession(lock, checkpointer)
 
 
@@ -183,9 +184,18 @@ class WriterSession:
     lock: WriterLock
     checkpointer: Checkpointer
 
+    def announce(self) -> None:
+        """Tell followers of the file that a commit happened (see eventcore/sqlite/changes.py)."""
+        self.lock.announce()
+
     def release(self) -> None:
         self.checkpointer.stop()
         self.lock.release()
+
+
+def writer_lock_path(database: str | Path) -> Path:
+    """The lock file its writer holds; each commit writes to it, which followers watch."""
+    return Path(f"{database}.writer-lock")
 
 
 @dataclass
@@ -194,10 +204,12 @@ class WriterLock:
 
     path: Path
     handle: IO[str] | None = None
+    commits: int = 0
+    _offset: int = 0
 
     @classmethod
     def acquire(cls, database: str | Path) -> WriterLock:
-        lock_path = Path(f"{database}.writer-lock")
+        lock_path = writer_lock_path(database)
         handle = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -206,9 +218,16 @@ class WriterLock:
             raise StorageLocked(f"{database} is already opened for writing by another process") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()}\n")
+        pid_line = f"{os.getpid()}\n"
+        handle.write(pid_line)
         handle.flush()
-        return cls(lock_path, handle)
+        return cls(lock_path, handle, _offset=len(pid_line))
+
+    def announce(self) -> None:
+        """One pwrite of a commit counter after the pid line: an inotify IN_MODIFY for followers."""
+        if self.handle is not None:
+            self.commits += 1
+            os.pwrite(self.handle.fileno(), b"%020d\n" % self.commits, self._offset)
 
     def release(self) -> None:
         if self.handle is not None:

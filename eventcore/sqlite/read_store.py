@@ -240,6 +240,8 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
             yield work
             work.flush()
             connection.execute("COMMIT")
+            if self._session is not None:
+                self._session.announce()
         except BaseException as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")

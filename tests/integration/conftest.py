@@ -55,7 +55,7 @@ class Projector:
             writer.close()
 
     def start(self) -> None:
-        settings = projector_app.Settings(self._files.events, self._files.read, poll_interval=0.005)
+        settings = projector_app.Settings(self._files.events, self._files.read)
         self._thread = threading.Thread(target=projector_app.run, args=(settings, self._stop), daemon=True)
         self._thread.start()
 
