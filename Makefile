@@ -5,6 +5,9 @@ PY         := $(VENV)/bin/python
 DATA_DIR   ?= ./data
 WRITE_ADDR ?= 127.0.0.1:50051
 READ_ADDR  ?= 127.0.0.1:50052
+# A path (SQLite) or a postgresql:// URL, passed to the processes as is.
+EVENT_STORE ?= $(DATA_DIR)/events.db
+READ_DB     ?= $(DATA_DIR)/read.db
 STAMP      := $(VENV)/.installed
 
 .PHONY: help install proto run write projector read test lint bench bench-peer soak clean
@@ -32,16 +35,17 @@ $(DATA_DIR):
 	mkdir -p $(DATA_DIR)
 
 run: $(STAMP) proto | $(DATA_DIR)  ## start write service, projector and read service; Ctrl-C stops all three
-	$(PY) -m tools.run_all --data-dir $(DATA_DIR) --write-addr $(WRITE_ADDR) --read-addr $(READ_ADDR)
+	$(PY) -m tools.run_all --data-dir $(DATA_DIR) --write-addr $(WRITE_ADDR) --read-addr $(READ_ADDR) \
+		--event-store $(EVENT_STORE) --read-db $(READ_DB)
 
 write: $(STAMP) proto | $(DATA_DIR)  ## start the write service alone
-	$(PY) -m write_service --listen $(WRITE_ADDR) --event-store $(DATA_DIR)/events.db
+	$(PY) -m write_service --listen $(WRITE_ADDR) --event-store $(EVENT_STORE)
 
 projector: $(STAMP) proto | $(DATA_DIR)  ## start the projector alone
-	$(PY) -m projector --event-store $(DATA_DIR)/events.db --read-db $(DATA_DIR)/read.db
+	$(PY) -m projector --event-store $(EVENT_STORE) --read-db $(READ_DB)
 
 read: $(STAMP) proto | $(DATA_DIR)  ## start the read service alone
-	$(PY) -m read_service --listen $(READ_ADDR) --read-db $(DATA_DIR)/read.db --event-store $(DATA_DIR)/events.db
+	$(PY) -m read_service --listen $(READ_ADDR) --read-db $(READ_DB) --event-store $(EVENT_STORE)
 
 test: $(STAMP) proto  ## run the whole test suite (unit, contract, integration, end to end)
 	$(PY) -m pytest

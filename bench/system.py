@@ -12,10 +12,11 @@ from types import TracebackType
 
 from bench import processes
 from bench.processes import Process
+from tools import launch
 
 log = logging.getLogger(__name__)
 
-WRITE, PROJECTOR, READ = "write_service", "projector", "read_service"
+WRITE, PROJECTOR, READ = launch.WRITE, launch.PROJECTOR, launch.READ
 
 
 class OrderSystem:
@@ -24,6 +25,7 @@ class OrderSystem:
     def __init__(self, data_dir: Path, log_dir: Path, label: str) -> None:
         self.events = data_dir / "events.db"
         self.read_db = data_dir / "read.db"
+        self._settings = launch.Settings.in_dir(data_dir)
         self._log_dir = log_dir
         self._label = label
         self._processes: dict[str, Process] = {}
@@ -43,16 +45,13 @@ class OrderSystem:
         return process
 
     def start_write(self) -> Process:
-        return self._start(WRITE, ["--listen", "127.0.0.1:0", "--event-store", str(self.events)], server=True)
+        return self._start(WRITE, launch.flags(self._settings, WRITE), server=True)
 
     def start_projector(self) -> Process:
-        return self._start(
-            PROJECTOR, ["--event-store", str(self.events), "--read-db", str(self.read_db)], server=False
-        )
+        return self._start(PROJECTOR, launch.flags(self._settings, PROJECTOR), server=False)
 
     def start_read(self) -> Process:
-        args = ["--listen", "127.0.0.1:0", "--read-db", str(self.read_db), "--event-store", str(self.events)]
-        return self._start(READ, args, server=True)
+        return self._start(READ, launch.flags(self._settings, READ), server=True)
 
     def start_all(self) -> None:
         self.start_write()

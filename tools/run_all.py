@@ -14,25 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-
-def commands(data_dir: Path, write_addr: str, read_addr: str) -> dict[str, list[str]]:
-    events, read_db = str(data_dir / "events.db"), str(data_dir / "read.db")
-    python = sys.executable
-    return {
-        "write_service": [python, "-m", "write_service", "--listen", write_addr, "--event-store", events],
-        "projector": [python, "-m", "projector", "--event-store", events, "--read-db", read_db],
-        "read_service": [
-            python,
-            "-m",
-            "read_service",
-            "--listen",
-            read_addr,
-            "--read-db",
-            read_db,
-            "--event-store",
-            events,
-        ],
-    }
+from tools import launch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--write-addr", default="127.0.0.1:50051")
     parser.add_argument("--read-addr", default="127.0.0.1:50052")
+    parser.add_argument("--event-store", help="path or postgresql:// URL (default: DATA_DIR/events.db)")
+    parser.add_argument("--read-db", help="path or postgresql:// URL (default: DATA_DIR/read.db)")
     args = parser.parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = launch.Settings(
+        event_store=args.event_store or str(args.data_dir / "events.db"),
+        read_db=args.read_db or str(args.data_dir / "read.db"),
+        write_listen=args.write_addr,
+        read_listen=args.read_addr,
+    )
 
     stopping = False
 
@@ -52,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    for name, command in commands(args.data_dir, args.write_addr, args.read_addr).items():
+    for name, command in launch.commands(settings).items():
         # Own process group: Ctrl-C reaches us only, and we stop the children in order.
         processes[name] = subprocess.Popen(command, start_new_session=True)
     print(
-        f"write service on {args.write_addr}, read service on {args.read_addr}, data in"
-        f" {args.data_dir}; Ctrl-C stops all three",
+        f"write service on {args.write_addr}, read service on {args.read_addr}, event store"
+        f" {settings.event_store}, read database {settings.read_db}; Ctrl-C stops all three",
         file=sys.stderr,
         flush=True,
     )

@@ -39,6 +39,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orders_api.v1 import orders_pb2 as pb
+from tools import launch
 from tools import soak_support as sup
 from tools.soak_support import Ack, ChannelPool, Findings, Service, stubs
 
@@ -360,25 +361,10 @@ class Run:
 
 
 def make_services(data_dir: Path) -> list[Service]:
-    events, read_db = str(data_dir / "events.db"), str(data_dir / "read.db")
+    settings = launch.Settings.in_dir(data_dir)
     return [
-        Service(
-            "write_service",
-            "write_service",
-            ["--listen", "127.0.0.1:0", "--event-store", events],
-            data_dir,
-            server=True,
-        ),
-        Service(
-            "projector", "projector", ["--event-store", events, "--read-db", read_db], data_dir, server=False
-        ),
-        Service(
-            "read_service",
-            "read_service",
-            ["--listen", "127.0.0.1:0", "--read-db", read_db, "--event-store", events],
-            data_dir,
-            server=True,
-        ),
+        Service(name, name, launch.flags(settings, name), data_dir, server=name != launch.PROJECTOR)
+        for name in launch.SERVICES
     ]
 
 

@@ -21,7 +21,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ import grpc
 
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc as _generated
+from tools import launch
 
 # grpc_tools writes no type hints for the service stubs; one `Any` here instead of ignores everywhere.
 stubs: Any = _generated
@@ -82,7 +82,7 @@ class Service:
         self._stdout = self.log_dir / f"{stem}.stdout"
         with open(self._stdout, "wb") as out, open(self.log_dir / f"{stem}.stderr", "wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
+                launch.argv(self.module, self.args),
                 cwd=REPO,
                 env=child_env(),
                 stdin=subprocess.DEVNULL,

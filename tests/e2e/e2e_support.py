@@ -11,7 +11,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from tools import launch
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0  # seconds for a process to print `listening on`
@@ -91,7 +91,7 @@ class ServiceProcess:
         self._stderr_path = self.log_dir / f"{stem}.stderr"
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args],
+                launch.argv(self.module, self.args),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -196,7 +196,7 @@ class ServiceProcess:
 def run_cli(module: str, args: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Run a process to completion (for --help and bad flags)."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        launch.argv(module, args),
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -225,24 +225,9 @@ class Trio:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.events_db = self.data_dir / "events.db"
         self.read_db = self.data_dir / "read.db"
-        self.write = ServiceProcess(
-            "write_service", ["--listen", "127.0.0.1:0", "--event-store", str(self.events_db)], self.data_dir
-        )
-        self.projector = ServiceProcess(
-            "projector", ["--event-store", str(self.events_db), "--read-db", str(self.read_db)], self.data_dir
-        )
-        self.read = ServiceProcess(
-            "read_service",
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--read-db",
-                str(self.read_db),
-                "--event-store",
-                str(self.events_db),
-                *self.read_args,
-            ],
-            self.data_dir,
+        settings = launch.Settings.in_dir(self.data_dir, extra={launch.READ: self.read_args})
+        self.write, self.projector, self.read = (
+            ServiceProcess(name, launch.flags(settings, name), self.data_dir) for name in launch.SERVICES
         )
 
     # -- processes -------------------------------------------------------------------------------
