@@ -26,6 +26,16 @@ from orders.projections import (
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 _MAX_CURSOR = 2**63 - 1
+U64_MAX = 2**64 - 1  # what an answer's uint64 sum can hold
+
+
+def saturate(value: int) -> tuple[int, bool]:
+    """A stored sum as an answer can carry it: at most U64_MAX, and whether it was cut there.
+
+    The read models keep sums exact (their documents hold any integer), so a sum that passes
+    U64_MAX and falls back, as when an order is cancelled, answers right again.
+    """
+    return (U64_MAX, True) if value > U64_MAX else (value, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,10 @@ class ListOrdersByStatus:
 @dataclass(frozen=True, slots=True)
 class GetCustomerSummary:
     customer_id: str
+
+
+class CustomerAnswer(CustomerDocument):
+    total_value_saturated: bool  # total_value passed U64_MAX and answers U64_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +164,12 @@ def list_by_status(view: ReadView, query: ListOrdersByStatus) -> OrderPage:
     return _list(view, "by_status", query.status.value, query.page_size, query.page_token)
 
 
-def customer_summary(view: ReadView, query: GetCustomerSummary) -> CustomerDocument:
+def customer_summary(view: ReadView, query: GetCustomerSummary) -> CustomerAnswer:
     """A customer without orders has an all-zero summary: customers exist only through orders."""
-    document: Any = view.get(CUSTOMERS, query.customer_id)
-    return document if document is not None else empty_customer(query.customer_id)
+    document: Any = view.get(CUSTOMERS, query.customer_id) or empty_customer(query.customer_id)
+    answer: Any = dict(document)
+    answer["total_value"], answer["total_value_saturated"] = saturate(document["total_value"])
+    return answer  # type: ignore[no-any-return]
 
 
 def query_bus() -> QueryBus:

@@ -12,7 +12,7 @@ from eventcore.projection_status import ProjectionStatus, projection_statuses
 from eventcore.read_path import Answer, ReadPath
 from orders import queries
 from orders.order import OrderStatus
-from orders.projections import CustomerDocument, OrderDocument
+from orders.projections import OrderDocument
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
 from read_service.storage import StorageSlot
@@ -55,7 +55,7 @@ def order_summary(doc: OrderDocument) -> pb.OrderSummary:
     )
 
 
-def customer_summary(doc: CustomerDocument) -> pb.CustomerSummary:
+def customer_summary(doc: queries.CustomerAnswer) -> pb.CustomerSummary:
     return pb.CustomerSummary(
         customer_id=doc["customer_id"],
         order_count=doc["order_count"],
@@ -65,6 +65,7 @@ def customer_summary(doc: CustomerDocument) -> pb.CustomerSummary:
         cancelled_count=doc["cancelled_count"],
         total_value=doc["total_value"],
         last_order_at=optional_timestamp(doc["last_order_at"]),
+        total_value_saturated=doc["total_value_saturated"],
     )
 
 

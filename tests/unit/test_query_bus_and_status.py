@@ -39,6 +39,7 @@ def test_an_answer_carries_the_version_of_the_projection_it_read(views: InMemory
         "cancelled_count": 0,
         "total_value": 0,
         "last_order_at": 0,
+        "total_value_saturated": False,
     }
     assert bus.read_model_version(reader, queries.GetOrder("x")) == 7
 
