@@ -7,6 +7,11 @@ a single writer thread takes everything queued so far, decides each command in o
 state its predecessors left, and commits the whole batch in one durable transaction. Under load a
 batch holds many commands, so one fsync serves all of them; with one caller it holds one, so no
 caller waits for a gathering window.
+
+Several write services may share one store (PostgreSQL), so a cached stream state can be stale:
+a refusal decided on a cached state is decided once more on the stored history, and a command the
+store refuses for a version conflict is decided again on fresh state (a few rounds at most), where
+a client's expected_version that differs from the real version is answered with ABORTED.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from eventcore.event_store import DuplicateCommand, EventStore, StorageFailure
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 
 log = logging.getLogger(__name__)
+
+# Rounds of deciding a command whose append lost a race with another writer before answering ABORTED.
+_CONFLICT_ROUNDS = 5
 
 S = TypeVar("S")
 C = TypeVar("C", bound="Command")
@@ -87,7 +95,7 @@ class CommandResult(NamedTuple):
 
 
 class StreamStateCache:
-    """Bounded LRU of stream states; valid because this process is the store's only writer."""
+    """Bounded LRU of stream states; the store's version check catches an entry another writer outdated."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
@@ -209,7 +217,7 @@ class CommandBus:
                 else:
                     queued.future.set_result(result)
 
-    def _process_batch(self, batch: list[_Queued]) -> list[CommandResult | BaseException]:
+    def _process_batch(self, batch: list[_Queued], attempt: int = 1) -> list[CommandResult | BaseException]:
         """Runs on the writer thread: decide every command, then commit them together."""
         results: list[Any] = []  # CommandResult or the exception, per command; _Decided until committed
         overlay: dict[str, tuple[Any, int]] = {}  # stream states as this batch leaves them
@@ -234,14 +242,24 @@ class CommandBus:
                 overlay[outcome.stream_id] = (outcome.state, outcome.version_after)
             results.append(outcome)
         if decided:
-            self._commit(decided, results)
+            lost_races = self._commit(decided, results)
+            if lost_races and attempt < _CONFLICT_ROUNDS:  # another writer moved these streams
+                again = self._process_batch([batch[i] for i in lost_races], attempt + 1)
+                for index, result in zip(lost_races, again, strict=True):
+                    results[index] = result
         for index, original in retries_in_batch:
             first = results[original]
             results[index] = first._replace(deduplicated=True) if isinstance(first, CommandResult) else first
         return results
 
-    def _commit(self, decided: list[_Decided], results: list[Any]) -> None:
-        """Append the decided commands in one transaction and put each outcome in its slot."""
+    def _commit(self, decided: list[_Decided], results: list[Any]) -> list[int]:
+        """Append the decided commands in one transaction and put each outcome in its slot.
+
+        Returns the indexes of the commands the store refused for a version conflict, to decide
+        again: they were decided on a state another writer (or an earlier refused command of the
+        batch) made stale.
+        """
+        lost_races: list[int] = []
         try:
             outcomes = self._store.append_batch([d.pending for d in decided])
         except StorageFailure as failure:
@@ -249,11 +267,13 @@ class CommandBus:
             for d in decided:
                 self._cache.discard(d.stream_id)
                 results[d.index] = error
-            return
+            return lost_races
         for d, appended in zip(decided, outcomes, strict=True):
             if isinstance(appended, ConcurrencyConflict):
                 self._cache.discard(d.stream_id)
                 results[d.index] = AlreadyExists(d.exists_message) if d.exists_message else appended
+                if not d.exists_message:
+                    lost_races.append(d.index)
             elif isinstance(appended, DuplicateCommand):
                 try:
                     results[d.index] = self._replay(appended.record, d.pending.fingerprint)
@@ -264,6 +284,7 @@ class CommandBus:
                 results[d.index] = CommandResult(
                     appended, appended[-1].position, d.version_after, deduplicated=False
                 )
+        return lost_races
 
     def _decide(
         self,
@@ -307,6 +328,29 @@ class CommandBus:
                     real = aggregate.fold(aggregate.initial, [e.data for e in history])
                     overlay[stream_id] = (real, len(history))
             state, version = self._load(handler.aggregate, stream_id, overlay)
+        try:
+            events = self._decide_on(handler, command, state, version)
+        except ApplicationError:
+            if stream_id in overlay or self._cache.get(stream_id) is None:
+                raise
+            # Decided on a cached state, which another writer may have outdated: decide on the store's.
+            self._cache.discard(stream_id)
+            state, version = self._load(handler.aggregate, stream_id, overlay)
+            events = self._decide_on(handler, command, state, version)
+        if command_id:
+            ids_in_batch[command_id] = (index, fingerprint)
+        return _Decided(
+            index,
+            stream_id,
+            handler.aggregate.fold(state, events),
+            version + len(events),
+            PendingAppend(stream_id, version, events, command_id, fingerprint),
+            exists_message,
+        )
+
+    @staticmethod
+    def _decide_on(handler: CommandHandler[Any, Any], command: Any, state: Any, version: int) -> list[Any]:
+        """The events `command` decides on `state` at `version`, or its refusal."""
         if handler.expects is Expects.EXISTING_STREAM and version == 0:
             raise NotFound(f"{handler.describe(command)} not found")
         expected = command.expected_version
@@ -318,16 +362,7 @@ class CommandBus:
                 f"the handler for {type(command).__name__} decided no events; a command must record"
                 " what it did or be refused with an error"
             )
-        if command_id:
-            ids_in_batch[command_id] = (index, fingerprint)
-        return _Decided(
-            index,
-            stream_id,
-            handler.aggregate.fold(state, events),
-            version + len(events),
-            PendingAppend(stream_id, version, events, command_id, fingerprint),
-            exists_message,
-        )
+        return events
 
     def _replay_or(self, refusal: ApplicationError, command: Any) -> CommandResult | ApplicationError:
         """A refused command may be the retry of one that succeeded: answer it as that one did."""

@@ -57,17 +57,20 @@ class InMemoryEventStore(EventStore):
     def append_batch(self, appends: Sequence[PendingAppend]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
         now_us = time.time_ns() // 1000
+        refused: set[str] = set()  # streams with a refused append: later ones were decided on it
         with self._lock:
             for pending in appends:
                 earlier = self._commands.get(pending.command_id) if pending.command_id else None
                 if earlier is not None:  # a retry is a duplicate, whatever its stream did since
                     outcomes.append(DuplicateCommand(earlier))
+                    refused.add(pending.stream_id)
                     continue
                 stream = self._streams.get(pending.stream_id, [])
-                if len(stream) != pending.expected_version:
+                if len(stream) != pending.expected_version or pending.stream_id in refused:
                     outcomes.append(
                         ConcurrencyConflict(pending.stream_id, pending.expected_version, len(stream))
                     )
+                    refused.add(pending.stream_id)
                     continue
                 stored: list[_StoredEvent] = []
                 for event in pending.events:

@@ -145,6 +145,7 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
         command_rows: list[tuple[str, str, str, int, int]] = []
         stream_heads: dict[str, int] = {}
         commands_in_batch: dict[str, CommandRecord] = {}
+        refused: set[str] = set()  # streams with a refused append in this batch
         now_us = time.time_ns() // 1000
         recorded_at = format_timestamp(now_us)
         position = self._head
@@ -158,8 +159,13 @@ class SQLiteEventStore(SQLiteEventLogReader, EventStore):
                 command_id = pending.command_id
                 if checked:
                     refusal = self._refusal(pending, stream_heads, commands_in_batch)
+                    if refusal is None and stream_id in refused:  # decided on a refused append
+                        refusal = ConcurrencyConflict(
+                            stream_id, pending.expected_version, stream_heads.get(stream_id, 0)
+                        )
                     if refusal is not None:
                         outcomes.append(refusal)
+                        refused.add(stream_id)
                         continue
                 metadata_tail = f'","command_id":{dumps(command_id)},"recorded_at":"{recorded_at}"}}'
                 recorded: list[RecordedEvent] = []

@@ -198,3 +198,19 @@ def test_a_large_batch_keeps_positions_gap_free(event_store: EventStore) -> None
     assert positions == list(range(1, 301))
     assert len({o[0].event_id for o in outcomes}) == 300  # type: ignore[index]
     assert event_store.find_command("cmd-299") == CommandRecord("cmd-299", "fp-299", "order-299", 300, 300)
+
+
+def test_a_refused_append_refuses_the_batchs_later_appends_to_its_stream(event_store: EventStore) -> None:
+    """They were decided on top of the refused one, so even a matching version must not let them in."""
+    append(event_store, "order-a", 0, [created("a")])
+    append(event_store, "order-a", 1, [OrderConfirmed("a")])
+    outcomes = event_store.append_batch(
+        [
+            PendingAppend("order-a", 1, [OrderConfirmed("a")]),  # stale: the stream is at 2
+            PendingAppend("order-a", 2, [OrderShipped("a", "T")]),  # decided on the stale one
+            PendingAppend("order-b", 0, [created("b")]),
+        ]
+    )
+    assert isinstance(outcomes[0], ConcurrencyConflict) and isinstance(outcomes[1], ConcurrencyConflict)
+    assert [e.position for e in outcomes[2]] == [3]  # type: ignore[union-attr]
+    assert len(event_store.read_stream("order-a")) == 2
