@@ -80,3 +80,7 @@ class Unregistered(ApplicationError):
 
 class HandlerContractViolated(ApplicationError):
     """A handler broke the bus's contract, e.g. a command handler that decided no events."""
+
+
+class StorageRefused(Exception):
+    """A store that is not this program's (or is newer than it): the process exits 1 with this line."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend: an event store several write services share, and a read store."""

@@ -1,0 +1,304 @@
+"""The read store in PostgreSQL: a table per collection, an index per declared index, and the
+projector's leadership.
+
+Indexed fields are jsonb columns, so one declaration serves whatever type a field holds (jsonb
+orders numbers as numbers, strings in the database's C collation, as SQLite and Python do); keys are
+text in the C collation. Readers run each snapshot as one REPEATABLE READ READ ONLY transaction on a
+connection whose transactions default to read-only, so a query cannot write.
+
+Several projectors may run against one read database; the active one holds a session advisory
+lock (`LEADER_LOCK`), the others try for it every half second. The lock goes with the leader's
+session, so a killed leader's successor takes over within a second or so; checkpoints are read
+`FOR UPDATE` in each transaction, so even two writers could not apply one event twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel
+
+from eventcore.errors import Unavailable
+from eventcore.json_text import json_dumps, json_loads
+from eventcore.postgres.connection import (
+    LEADER_LOCK,
+    Connection,
+    Session,
+    describe,
+    open_reader,
+    open_writer,
+    redact,
+    translated,
+)
+from eventcore.read_store import (
+    Checkpoint,
+    Collection,
+    Cursor,
+    Document,
+    Page,
+    ReadStoreReader,
+    ReadStoreWriter,
+    ReadView,
+    TrackingUnitOfWork,
+    UnitOfWork,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "read_store"
+WHAT = "read database"
+LEADER_RETRY = 0.5  # seconds between a standby's tries for leadership
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHECKPOINTS = (
+    "SELECT name, version, position, (extract(epoch FROM updated_at) * 1000000)::bigint"
+    " FROM projections ORDER BY name"
+)
+
+
+def _table(collection: Collection) -> str:
+    if not _NAME.match(collection.name):
+        raise ValueError(f"collection name {collection.name!r} must be lower_snake_case")
+    return f"rm_{collection.name}"
+
+
+def _column(field: str) -> str:
+    if not _NAME.match(field):
+        raise ValueError(f"indexed field {field!r} must be lower_snake_case")
+    return f"f_{field}"
+
+
+class _Statements:
+    """The SQL of one collection, built once from its declaration."""
+
+    def __init__(self, collection: Collection) -> None:
+        table = _table(collection)
+        fields = collection.indexed_fields
+        columns = ", ".join(["key", *(_column(f) for f in fields), "doc"])
+        marks = ", ".join(["%s", *(["%s::jsonb"] * (len(fields) + 1))])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in [*(_column(f) for f in fields), "doc"])
+        self.fields = fields
+        self.upsert = (
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (key) DO UPDATE SET {updates}"
+        )
+        self.delete = f"DELETE FROM {table} WHERE key = %s"
+        self.get = f"SELECT doc FROM {table} WHERE key = %s"
+        self.create = [
+            f'CREATE TABLE {table} (key text COLLATE "C" PRIMARY KEY, '
+            + "".join(f"{_column(f)} jsonb, " for f in fields)
+            + "doc jsonb NOT NULL)"
+        ]
+        self.pages: dict[str, tuple[str, str]] = {}
+        for index in collection.indexes:
+            equals = [_column(f) for f in index.equals]
+            order = _column(index.order_by)
+            self.create.append(
+                f"CREATE INDEX ix_{collection.name}_{index.name} ON {table} "
+                f"({', '.join([*equals, order + ' DESC', 'key DESC'])})"
+            )
+            where = " AND ".join(f"{c} = %s::jsonb" for c in equals) or "true"
+            select = f"SELECT {order}, key, doc FROM {table} WHERE {where}"
+            tail = f" ORDER BY {order} DESC, key DESC LIMIT %s"
+            self.pages[index.name] = (select + tail, select + f" AND ({order}, key) < (%s::jsonb, %s)" + tail)
+        self.drop = f"DROP TABLE IF EXISTS {table}"
+
+
+_statement_cache: dict[Collection, _Statements] = {}
+
+
+def statements(collection: Collection) -> _Statements:
+    found = _statement_cache.get(collection)
+    if found is None:
+        found = _statement_cache[collection] = _Statements(collection)
+    return found
+
+
+def _checkpoints(connection: Connection, lock: bool = False) -> list[Checkpoint]:
+    rows = connection.execute(_CHECKPOINTS + (" FOR UPDATE" if lock else "")).fetchall()
+    return [Checkpoint(name, v, p, at) for name, v, p, at in rows]
+
+
+class _PostgresView(ReadView):
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def get(self, collection: Collection, key: str) -> Document | None:
+        row = self._connection.execute(statements(collection).get, (key,)).fetchone()
+        return json_loads(row[0]) if row else None
+
+    def page(
+        self, collection: Collection, index: str, equals: Sequence[Any], after: Cursor | None, limit: int
+    ) -> Page:
+        first, following = statements(collection).pages[index]
+        keys = [json_dumps(value) for value in equals]
+        if after is None:
+            rows = self._connection.execute(first, (*keys, limit + 1)).fetchall()
+        else:
+            rows = self._connection.execute(
+                following, (*keys, json_dumps(after[0]), after[1], limit + 1)
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = (json_loads(rows[-1][0]), rows[-1][1]) if more else None
+        return Page([json_loads(row[2]) for row in rows], cursor)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return _checkpoints(self._connection)
+
+
+class PostgresReadStoreReader(ReadStoreReader):
+    """Read-only snapshots; fails to open until a projector has created the schema."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @classmethod
+    def open(cls, url: str) -> PostgresReadStoreReader:
+        """Open read-only; DatabaseNotReady until a projector has created the schema."""
+        return cls(Session(url, WHAT, lambda: _read_only(open_reader(url, SCHEMA, WHAT))))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[ReadView]:
+        with translated(self._session.url, WHAT):
+            connection = self._session.connection
+            with connection.transaction():
+                yield _PostgresView(connection)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _read_only(connection: Connection) -> Connection:
+    connection.isolation_level = IsolationLevel.REPEATABLE_READ
+    connection.read_only = True
+    return connection
+
+
+class _PostgresUnitOfWork(TrackingUnitOfWork):
+    def __init__(self, connection: Connection) -> None:
+        super().__init__()
+        self._connection = connection
+
+    def _load(self, collection: Collection, key: str) -> Document | None:
+        row = self._connection.execute(statements(collection).get, (key,)).fetchone()
+        return json_loads(row[0]) if row else None
+
+    def flush(self) -> None:
+        with self._connection.cursor() as cursor:
+            for collection, changes in self.dirty.items():
+                sql = statements(collection)
+                fields = sql.fields
+                upserts = [
+                    (key, *(json_dumps(doc.get(f)) for f in fields), json_dumps(doc))
+                    for key, doc in changes.items()
+                    if doc is not None
+                ]
+                deletes = [(key,) for key, doc in changes.items() if doc is None]
+                if upserts:
+                    cursor.executemany(sql.upsert, upserts)
+                if deletes:
+                    cursor.executemany(sql.delete, deletes)
+            now = _EPOCH + timedelta(microseconds=time.time_ns() // 1000)
+            if self.checkpoints:
+                cursor.executemany(
+                    "INSERT INTO projections (name, version, position, updated_at) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
+                    " position = excluded.position, updated_at = excluded.updated_at",
+                    [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
+                )
+
+
+class PostgresReadStoreWriter(ReadStoreWriter):
+    """The active projector's store: it holds the leadership lock for as long as its session lives."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._in_transaction = False
+
+    @classmethod
+    def open(cls, url: str, stop: threading.Event | None = None) -> PostgresReadStoreWriter | None:
+        """Create database and schema if missing, then wait to become the leader.
+
+        Returns None when `stop` is set before leadership came; without `stop`, refuses at once
+        (Unavailable) when another projector leads.
+        """
+        session = Session(url, WHAT, lambda: open_writer(url, SCHEMA, WHAT))
+        announced = False
+        while True:
+            if _try_lead(session):
+                if announced:
+                    log.info("took over as the active projector of %s", redact(url))
+                return cls(session)
+            if stop is None:
+                session.close()
+                raise Unavailable(f"{WHAT} {redact(url)} has an active projector already")
+            if not announced:
+                log.info("standing by: another projector is active on %s", redact(url))
+                announced = True
+            if stop.wait(LEADER_RETRY):
+                session.close()
+                return None
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        with translated(self._session.url, WHAT):
+            found = _checkpoints(self._session.connection, lock=self._in_transaction)
+        return {c.name: c for c in found}
+
+    def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
+        with self.transaction() as work:
+            for collection in collections:
+                sql = statements(collection)
+                self._session.connection.execute(sql.drop)
+                for statement in sql.create:
+                    self._session.connection.execute(statement)
+            work.set_checkpoint(projection, version, 0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        url = self._session.url
+        try:
+            connection = self._session.connection
+            self._require_leadership(connection)
+            with connection.transaction():
+                self._in_transaction = True
+                try:
+                    work = _PostgresUnitOfWork(connection)
+                    yield work
+                    work.flush()
+                finally:
+                    self._in_transaction = False
+        except psycopg.Error as error:
+            raise Unavailable(f"{WHAT} {redact(url)} unavailable: {describe(error, url)}") from None
+
+    def _require_leadership(self, connection: Connection) -> None:
+        """A session the server dropped lost the lock with it: take it again or refuse to write."""
+        row = connection.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            " AND granted AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (LEADER_LOCK & 0xFFFF_FFFF_FFFF_FFFF,),
+        ).fetchone()
+        if row and row[0]:
+            return
+        if not _try_lead(self._session):
+            raise Unavailable(f"{WHAT} {redact(self._session.url)}: another projector is active now")
+        log.info("regained leadership of %s after a lost session", redact(self._session.url))
+
+    def reader(self) -> PostgresReadStoreReader:
+        return PostgresReadStoreReader.open(self._session.url)
+
+    def close(self) -> None:
+        self._session.close()  # ends the session, and with it the leadership
+
+
+def _try_lead(session: Session) -> bool:
+    with translated(session.url, WHAT):
+        row = session.connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+    return bool(row and row[0])

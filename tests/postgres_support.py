@@ -1,0 +1,83 @@
+"""A fresh PostgreSQL database per test, or one line saying why PostgreSQL tests are skipped.
+
+The server is found at $ORDERS_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres).
+Each test gets `CREATE DATABASE` under a unique name, dropped after the test. Where no server is
+reachable the tests are skipped with the reason, except when $CI is set: then they fail, so a CI
+machine without its server cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+SERVER_URL = os.environ.get("ORDERS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@functools.cache
+def unreachable_reason() -> str:
+    """Empty when the server answers; else one line saying why not."""
+    try:
+        with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return f"PostgreSQL not reachable at {SERVER_URL}: {' '.join(str(error).split())[:200]}"
+    return ""
+
+
+def require_server() -> None:
+    """Skip the calling test (fail it under CI) when no PostgreSQL server is reachable."""
+    reason = unreachable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+def database_url(name: str) -> str:
+    parts = urlsplit(SERVER_URL)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def fresh_database_name() -> Iterator[str]:
+    """A database name nobody uses, dropped (with whatever created it) at the end."""
+    require_server()
+    name = f"orders_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty database, dropped at the end."""
+    with fresh_database_name() as name:
+        with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+                ).format(sql.Identifier(name))
+            )
+        yield database_url(name)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    with fresh_database() as url:
+        yield url
