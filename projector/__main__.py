@@ -8,6 +8,7 @@ import sys
 import threading
 from types import FrameType
 
+from eventcore.errors import StorageRefused, Unavailable
 from eventcore.sqlite.files import StorageLocked
 from projector.app import Settings, run
 from servicekit import cli
@@ -21,8 +22,19 @@ def parse_args(argv: list[str] | None) -> Settings:
         description="Follows the event store and applies every event to the read models (order"
         " view, customer summaries) in the read database, checkpoints in the same transaction.",
     )
-    cli.add_file(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (opened read-only)")
-    cli.add_file(parser, "--read-db", "ORDERS_READ_DB", "read database SQLite file (created if missing)")
+    cli.add_location(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store: SQLite file or postgresql:// URL (read-only)",
+    )
+    cli.add_location(
+        parser,
+        "--read-db",
+        "ORDERS_READ_DB",
+        "read database: SQLite file or postgresql:// URL (created if missing; on PostgreSQL several"
+        " projectors may run, one active, the others standing by)",
+    )
     cli.add_flag(
         parser,
         "--batch-size",
@@ -47,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         run(settings, stop)
-    except StorageLocked as error:
+    except (StorageLocked, StorageRefused, Unavailable) as error:  # e.g. the server is not reachable
         log.error("%s", error)
         return 1
     return 0

@@ -10,14 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventcore.changes import ChangeSignal
 from eventcore.errors import Unavailable
+from eventcore.event_store import EventLogReader
 from eventcore.projection import ProjectionRunner
-from eventcore.sqlite.changes import FileChanges
-from eventcore.sqlite.event_store import SQLiteEventLogReader
-from eventcore.sqlite.read_store import SQLiteReadStoreWriter
+from eventcore.storage import Location, open_changes, open_event_log_reader, open_read_store_writer
 from orders.events import order_codec
 from orders.projections import PROJECTIONS, ProjectionInconsistency
 
@@ -26,21 +24,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Settings:
-    event_store: Path
-    read_db: Path
+    event_store: Location
+    read_db: Location
     batch_size: int = 5000
     idle_look: float = 1.0  # seconds an idle projector waits for an announcement before it looks
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
 
 
 def wait_for_event_store(
-    path: Path, stop: threading.Event, changes: ChangeSignal, idle_look: float
-) -> SQLiteEventLogReader | None:
+    path: Location, stop: threading.Event, changes: ChangeSignal, idle_look: float
+) -> EventLogReader | None:
     """Open the event store read-only once the write service has created it (None if stopped)."""
     announced = False
     while not stop.is_set():
         try:
-            return SQLiteEventLogReader.open(path, order_codec())
+            return open_event_log_reader(path, order_codec())
         except FileNotFoundError as missing:
             if not announced:
                 log.info("waiting for the write service to create it: %s", missing)
@@ -50,8 +48,10 @@ def wait_for_event_store(
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    store = SQLiteReadStoreWriter.open(settings.read_db)
-    source = FileChanges(settings.event_store)
+    store = open_read_store_writer(settings.read_db, stop)  # PostgreSQL: waits to be the active one
+    if store is None:
+        return
+    source = open_changes(settings.event_store)
     changes = source.signal()
     threading.Thread(target=_wake_on_stop, args=(stop, changes), name="stop-relay", daemon=True).start()
     try:

@@ -16,8 +16,18 @@ def parse_args(argv: list[str] | None) -> Settings:
         " attaches the read-model and event-store versions to every answer.",
     )
     cli.add_listen(parser, "ORDERS_READ_LISTEN")
-    cli.add_file(parser, "--read-db", "ORDERS_READ_DB", "read database written by the projector (read-only)")
-    cli.add_file(parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (read-only)")
+    cli.add_location(
+        parser,
+        "--read-db",
+        "ORDERS_READ_DB",
+        "read database written by the projector: file or URL (read-only)",
+    )
+    cli.add_location(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store: SQLite file or postgresql:// URL (read-only)",
+    )
     cli.add_flag(
         parser,
         "--max-wait",

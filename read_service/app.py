@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventcore.read_path import PositionWatch, ReadPath
+from eventcore.storage import Location
 from orders.queries import query_bus
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from read_service.servicer import OrderQueryServicer
@@ -22,8 +22,8 @@ SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"].full_
 @dataclass(frozen=True)
 class Settings:
     listen: str
-    read_db: Path
-    event_store: Path
+    read_db: Location
+    event_store: Location
     max_wait: float = 10.0  # longest a min_position query waits before UNAVAILABLE
     grace: float = 10.0
     ready_poll: float = 0.1  # seconds between looks for the files before they exist

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventcore.errors import Unavailable
-from eventcore.sqlite.event_store import SQLiteEventLogReader
-from eventcore.sqlite.read_store import SQLiteReadStoreReader
+from eventcore.event_store import EventLogReader
+from eventcore.read_store import ReadStoreReader
+from eventcore.storage import Location, display, open_event_log_reader, open_read_store_reader
 from orders.events import order_codec
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Storage:
-    read_model: SQLiteReadStoreReader
-    events: SQLiteEventLogReader
+    read_model: ReadStoreReader
+    events: EventLogReader
 
     def positions(self) -> dict[str, int]:
         with self.read_model.snapshot() as view:
@@ -35,7 +35,7 @@ class Storage:
 class StorageSlot:
     """Holds the Storage once it can be opened; `get()` raises Unavailable before that."""
 
-    def __init__(self, read_db: Path, event_store: Path) -> None:
+    def __init__(self, read_db: Location, event_store: Location) -> None:
         self._read_db = read_db
         self._event_store = event_store
         self._storage: Storage | None = None
@@ -45,18 +45,18 @@ class StorageSlot:
         if self._storage is not None:
             return True
         try:
-            read_model = SQLiteReadStoreReader.open(self._read_db)
+            read_model = open_read_store_reader(self._read_db)
         except FileNotFoundError as missing:
             self._note(str(missing))
             return False
         try:
-            events = SQLiteEventLogReader.open(self._event_store, order_codec())
+            events = open_event_log_reader(self._event_store, order_codec())
         except FileNotFoundError as missing:
             read_model.close()
             self._note(str(missing))
             return False
         self._storage = Storage(read_model, events)
-        log.info("serving from %s and %s", self._read_db, self._event_store)
+        log.info("serving from %s and %s", display(self._read_db), display(self._event_store))
         return True
 
     def get(self) -> Storage:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from eventcore.storage import parse_location
+
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
 
@@ -75,6 +77,11 @@ def add_listen(parser: argparse.ArgumentParser, env: str) -> None:
 
 def add_file(parser: argparse.ArgumentParser, flag: str, env: str, help: str) -> None:
     add_flag(parser, flag, env, help, type=Path, metavar="FILE")
+
+
+def add_location(parser: argparse.ArgumentParser, flag: str, env: str, help: str) -> None:
+    """A store's place: a SQLite file path, or a postgresql:// URL."""
+    add_flag(parser, flag, env, help, type=parse_location, metavar="FILE|URL")
 
 
 def add_grace(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from eventcore.errors import StorageRefused, Unavailable
 from eventcore.sqlite.files import StorageLocked
 from servicekit.status import CallTracker
 
@@ -125,7 +126,7 @@ def run_server_process(serve: Callable[[], Awaitable[None]]) -> int:
     """
     try:
         asyncio.run(_call(serve))
-    except (BindError, StorageLocked) as error:
+    except (BindError, StorageLocked, StorageRefused, Unavailable) as error:  # at start-up
         log.error("%s", error)
         return 1
     return 0

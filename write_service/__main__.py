@@ -17,8 +17,11 @@ def parse_args(argv: list[str] | None) -> Settings:
         " appends the resulting events durably to a SQLite event store.",
     )
     cli.add_listen(parser, "ORDERS_WRITE_LISTEN")
-    cli.add_file(
-        parser, "--event-store", "ORDERS_EVENT_STORE", "event store SQLite file (created if missing)"
+    cli.add_location(
+        parser,
+        "--event-store",
+        "ORDERS_EVENT_STORE",
+        "event store: SQLite file or postgresql:// URL (created if missing)",
     )
     cli.add_flag(
         parser,

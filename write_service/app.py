@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from eventcore.command_bus import CommandBus
-from eventcore.sqlite.event_store import SQLiteEventStore
+from eventcore.event_store import EventStore
 from eventcore.sqlite.files import Synchronous
+from eventcore.storage import Location, display, open_event_store
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
@@ -23,13 +23,13 @@ SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"].ful
 @dataclass(frozen=True)
 class Settings:
     listen: str
-    event_store: Path
+    event_store: Location
     synchronous: Synchronous = Synchronous.FULL
     stream_cache_size: int = 10_000
     grace: float = 10.0
 
 
-def build_bus(store: SQLiteEventStore, stream_cache_size: int) -> CommandBus:
+def build_bus(store: EventStore, stream_cache_size: int) -> CommandBus:
     bus = CommandBus(store, stream_cache_size=stream_cache_size)
     for command_type, handler in command_handlers().items():
         bus.register(command_type, handler)
@@ -41,10 +41,10 @@ class WriteService(ServerProcess):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SQLiteEventStore.open(settings.event_store, order_codec(), settings.synchronous)
+        self.store = open_event_store(settings.event_store, order_codec(), settings.synchronous)
         log.info(
             "event store %s at position %d (synchronous=%s)",
-            settings.event_store,
+            display(settings.event_store),
             self.store.head_position(),
             settings.synchronous.value,
         )

@@ -103,7 +103,7 @@ def create_database_if_missing(url: str) -> None:
                 ).format(sql.Identifier(name))
             )
             log.info("created database %s", name)
-        except errors.DuplicateDatabase:  # another process created it meanwhile
+        except (errors.DuplicateDatabase, errors.UniqueViolation):  # another process created it meanwhile
             pass
 
 

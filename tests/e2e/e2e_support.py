@@ -216,6 +216,8 @@ class Trio:
 
     data_dir: Path
     read_args: list[str] = field(default_factory=list)
+    event_store: str = ""  # a postgresql:// URL instead of data_dir/events.db
+    read_database: str = ""  # a postgresql:// URL instead of data_dir/read.db
     write: ServiceProcess = field(init=False)
     projector: ServiceProcess = field(init=False)
     read: ServiceProcess = field(init=False)
@@ -223,9 +225,9 @@ class Trio:
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.events_db = self.data_dir / "events.db"
-        self.read_db = self.data_dir / "read.db"
-        settings = launch.Settings.in_dir(self.data_dir, extra={launch.READ: self.read_args})
+        self.events_db: Path | str = self.event_store or self.data_dir / "events.db"
+        self.read_db: Path | str = self.read_database or self.data_dir / "read.db"
+        settings = launch.Settings(str(self.events_db), str(self.read_db), extra={launch.READ: self.read_args})
         self.write, self.projector, self.read = (
             ServiceProcess(name, launch.flags(settings, name), self.data_dir) for name in launch.SERVICES
         )
