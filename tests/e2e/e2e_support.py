@@ -227,7 +227,8 @@ class Trio:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.events_db: Path | str = self.event_store or self.data_dir / "events.db"
         self.read_db: Path | str = self.read_database or self.data_dir / "read.db"
-        settings = launch.Settings(str(self.events_db), str(self.read_db), extra={launch.READ: self.read_args})
+        extra = {launch.READ: self.read_args}
+        settings = launch.Settings(str(self.events_db), str(self.read_db), extra=extra)
         self.write, self.projector, self.read = (
             ServiceProcess(name, launch.flags(settings, name), self.data_dir) for name in launch.SERVICES
         )
