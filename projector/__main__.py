@@ -11,7 +11,8 @@ from types import FrameType
 from eventcore.errors import StorageRefused, Unavailable
 from eventcore.sqlite.files import StorageLocked
 from projector.app import Settings, run
-from servicekit import cli
+from servicekit import cli, metrics
+from servicekit.server import BindError
 
 log = logging.getLogger("projector")
 
@@ -43,8 +44,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         default="5000",
         type=cli.positive_int,
     )
+    metrics.add_listen_flag(parser, "ORDERS_PROJECTOR_METRICS_LISTEN")
     args = cli.parse(parser, argv)
-    return Settings(args.event_store, args.read_db, args.batch_size)
+    return Settings(args.event_store, args.read_db, args.batch_size, metrics_listen=args.metrics_listen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         run(settings, stop)
-    except (StorageLocked, StorageRefused, Unavailable) as error:  # e.g. the server is not reachable
+    except (
+        StorageLocked,
+        StorageRefused,
+        Unavailable,
+        BindError,
+    ) as error:  # e.g. the server is not reachable
         log.error("%s", error)
         return 1
     return 0

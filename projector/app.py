@@ -18,6 +18,7 @@ from eventcore.projection import ProjectionRunner
 from eventcore.storage import Location, open_changes, open_event_log_reader, open_read_store_writer
 from orders.events import order_codec
 from orders.projections import PROJECTIONS, ProjectionInconsistency
+from servicekit.metrics import Metrics, read_side_state
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Settings:
     batch_size: int = 5000
     idle_look: float = 1.0  # seconds an idle projector waits for an announcement before it looks
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
+    metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
 
 
 def wait_for_event_store(
@@ -48,6 +50,17 @@ def wait_for_event_store(
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
+    metrics = Metrics()
+    if settings.metrics_listen:
+        metrics.store_gauges(lambda: read_side_state(settings.read_db, settings.event_store, order_codec()))
+        metrics.start(settings.metrics_listen)
+    try:
+        project(settings, stop)
+    finally:
+        metrics.stop()
+
+
+def project(settings: Settings, stop: threading.Event) -> None:
     store = open_read_store_writer(settings.read_db, stop)  # PostgreSQL: waits to be the active one
     if store is None:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from read_service.app import ReadService, Settings
-from servicekit import cli
+from servicekit import cli, metrics
 from servicekit.server import run_server_process
 
 
@@ -38,8 +38,16 @@ def parse_args(argv: list[str] | None) -> Settings:
         metavar="SECONDS",
     )
     cli.add_grace(parser)
+    metrics.add_listen_flag(parser, "ORDERS_READ_METRICS_LISTEN")
     args = cli.parse(parser, argv)
-    return Settings(args.listen, args.read_db, args.event_store, args.max_wait, args.grace)
+    return Settings(
+        args.listen,
+        args.read_db,
+        args.event_store,
+        args.max_wait,
+        args.grace,
+        metrics_listen=args.metrics_listen,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

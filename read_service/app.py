@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from eventcore.read_path import PositionWatch, ReadPath
 from eventcore.storage import Location
+from orders.events import order_codec
 from orders.queries import query_bus
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
+from servicekit.metrics import Metrics, read_side_state, unary_methods
 from servicekit.server import ServerHost, ServerProcess
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Settings:
     max_wait: float = 10.0  # longest a min_position query waits before UNAVAILABLE
     grace: float = 10.0
     ready_poll: float = 0.1  # seconds between looks for the files before they exist
+    metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
 
 
 class ReadService(ServerProcess):
@@ -39,10 +42,19 @@ class ReadService(ServerProcess):
         orders_pb2_grpc.add_OrderQueryServiceServicer_to_server(
             OrderQueryServicer(self.read_path, self.storage, self.host.calls), self.host.server
         )
+        self.metrics = Metrics()
+        if settings.metrics_listen:
+            service = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"]
+            self.host.calls.metrics = self.metrics.queries(unary_methods(service))
+            self.metrics.store_gauges(
+                lambda: read_side_state(settings.read_db, settings.event_store, order_codec())
+            )
         self._readiness: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> str:
+        if self.settings.metrics_listen:
+            self.metrics.start(self.settings.metrics_listen)
         address = await self.host.start(self.settings.listen)
         await self.host.set_serving(False)
         self._readiness = asyncio.get_running_loop().create_task(self._become_ready())
@@ -62,3 +74,4 @@ class ReadService(ServerProcess):
             self._readiness.cancel()
         await self.host.stop(self.settings.grace)
         self.storage.close()
+        self.metrics.stop()

@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -19,6 +19,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from eventcore import errors
+
+if TYPE_CHECKING:
+    from servicekit.metrics import CallMetrics
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +82,13 @@ M = TypeVar("M", bound=Callable[..., Awaitable[Any]])
 class CallTracker:
     """Counts the calls a server is running, and refuses new ones once it is draining."""
 
-    __slots__ = ("draining", "in_flight", "last_refused")
+    __slots__ = ("draining", "in_flight", "last_refused", "metrics")
 
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
         self.last_refused = 0.0  # time.monotonic() of the last call refused while draining
+        self.metrics: CallMetrics | None = None  # counts each finished call when metrics are on
 
 
 class TrackedServicer:
@@ -101,6 +105,8 @@ def grpc_method(method: M) -> M:
     UNAVAILABLE, which clients may retry elsewhere or later.
     """
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: TrackedServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
         calls = self.calls
@@ -108,14 +114,18 @@ def grpc_method(method: M) -> M:
             calls.last_refused = time.monotonic()
             await _abort(context, rich_status(grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
         calls.in_flight += 1
+        started, code = time.perf_counter(), grpc.StatusCode.CANCELLED  # unless it ends otherwise
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context)
+            code = grpc.StatusCode.OK
+            return reply
         except errors.ApplicationError as error:
             code = status_code_of(error)
             if code is grpc.StatusCode.INTERNAL:
                 log.error("%s failed: %s", method.__name__, error)
             await _abort(context, rich_status(code, str(error), error))
         except Exception as error:
+            code = grpc.StatusCode.INTERNAL
             log.exception("%s failed unexpectedly", method.__name__)
             await _abort(
                 context,
@@ -123,6 +133,8 @@ def grpc_method(method: M) -> M:
             )
         finally:
             calls.in_flight -= 1
+            if calls.metrics is not None:
+                calls.metrics.record(name, code, started, time.perf_counter())
 
     return wrapper  # type: ignore[return-value]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from eventcore.sqlite.files import Synchronous
-from servicekit import cli
+from servicekit import cli, metrics
 from servicekit.server import run_server_process
 from write_service.app import Settings, WriteService
 
@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         type=cli.positive_int,
     )
     cli.add_grace(parser)
+    metrics.add_listen_flag(parser, "ORDERS_WRITE_METRICS_LISTEN")
     args = cli.parse(parser, argv)
     return Settings(
         listen=args.listen,
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         synchronous=Synchronous(args.synchronous),
         stream_cache_size=args.stream_cache_size,
         grace=args.grace,
+        metrics_listen=args.metrics_listen,
     )
 
 

@@ -12,6 +12,7 @@ from eventcore.storage import Location, display, open_event_store
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from servicekit.metrics import Metrics, StoreState, unary_methods
 from servicekit.server import ServerHost, ServerProcess
 from write_service.servicer import OrderCommandServicer
 
@@ -27,6 +28,7 @@ class Settings:
     synchronous: Synchronous = Synchronous.FULL
     stream_cache_size: int = 10_000
     grace: float = 10.0
+    metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
 
 
 def build_bus(store: EventStore, stream_cache_size: int) -> CommandBus:
@@ -53,9 +55,16 @@ class WriteService(ServerProcess):
         orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
             OrderCommandServicer(self.bus, self.host.calls), self.host.server
         )
+        self.metrics = Metrics()
+        if settings.metrics_listen:
+            service = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"]
+            self.host.calls.metrics = self.metrics.commands(unary_methods(service))
+            self.metrics.store_gauges(lambda: StoreState(self.store.head_position()))
         self._closed = False
 
     async def start(self) -> str:
+        if self.settings.metrics_listen:
+            self.metrics.start(self.settings.metrics_listen)
         address = await self.host.start(self.settings.listen)
         await self.host.set_serving(True)
         return address
@@ -68,3 +77,4 @@ class WriteService(ServerProcess):
         await self.host.stop(self.settings.grace)
         await self.bus.close()
         self.store.close()
+        self.metrics.stop()

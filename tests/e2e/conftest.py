@@ -62,13 +62,15 @@ def trio(shared_trio: Trio) -> Iterator[Trio]:
 
 @pytest.fixture
 def make_trio(tmp_path: Path) -> Iterator[Callable[..., Trio]]:
-    """Build private trios (`make_trio(read_args=[...])`); every process they started is stopped after."""
+    """Build private trios (`make_trio(read_args=[...], metrics_listen=...)`); all stopped after."""
     if not _services_written():
         pytest.fail("write_service/, projector/ and read_service/ must all have a __main__.py")
     made: list[Trio] = []
 
-    def make(read_args: list[str] | None = None, name: str = "trio") -> Trio:
-        trio = Trio(tmp_path / f"{name}-{len(made)}", read_args=list(read_args or []))
+    def make(read_args: list[str] | None = None, name: str = "trio", metrics_listen: str = "") -> Trio:
+        trio = Trio(
+            tmp_path / f"{name}-{len(made)}", read_args=list(read_args or []), metrics_listen=metrics_listen
+        )
         made.append(trio)
         return trio
 

@@ -32,6 +32,8 @@ STOP_TIMEOUT = 20.0  # seconds for a process to exit after a signal
 RPC_TIMEOUT = 10.0  # default deadline of every call
 LISTENING = re.compile(r"^listening on (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)\s*$")
 
+METRICS_ON = re.compile(r"metrics on http://(?P<address>\S+)/metrics")
+
 T = TypeVar("T")
 
 
@@ -128,6 +130,13 @@ class ServiceProcess:
                 )
             time.sleep(0.02)
 
+    def metrics_address(self, timeout: float = STARTUP_TIMEOUT) -> str:
+        """HOST:PORT of its /metrics, from the `metrics on http://HOST:PORT/metrics` log line."""
+        match = wait_for(
+            lambda: METRICS_ON.search(self.stderr_text()), timeout, f"{self.module}'s metrics address"
+        )
+        return match["address"]
+
     # -- state -----------------------------------------------------------------------------------
 
     @property
@@ -218,6 +227,7 @@ class Trio:
     read_args: list[str] = field(default_factory=list)
     event_store: str = ""  # a postgresql:// URL instead of data_dir/events.db
     read_database: str = ""  # a postgresql:// URL instead of data_dir/read.db
+    metrics_listen: str = ""  # given to all three processes when set
     write: ServiceProcess = field(init=False)
     projector: ServiceProcess = field(init=False)
     read: ServiceProcess = field(init=False)
@@ -228,7 +238,9 @@ class Trio:
         self.events_db: Path | str = self.event_store or self.data_dir / "events.db"
         self.read_db: Path | str = self.read_database or self.data_dir / "read.db"
         extra = {launch.READ: self.read_args}
-        settings = launch.Settings(str(self.events_db), str(self.read_db), extra=extra)
+        settings = launch.Settings(
+            str(self.events_db), str(self.read_db), metrics_listen=self.metrics_listen, extra=extra
+        )
         self.write, self.projector, self.read = (
             ServiceProcess(name, launch.flags(settings, name), self.data_dir) for name in launch.SERVICES
         )
