@@ -32,6 +32,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -166,6 +167,7 @@ class Metrics:
     """A process's registry, and its HTTP endpoint once `start` has bound it."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of each series
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -175,18 +177,22 @@ class Metrics:
 
     def commands(self, types: Iterable[str]) -> CallMetrics:
         """Counters of a command service whose methods (command types) are `types`."""
-        return self._calls("orders_commands", "orders_command_duration_seconds", "type", "command", types)
+        return self._calls("orders_commands", "orders_command_duration_seconds", "type", "commands", types)
 
     def queries(self, methods: Iterable[str]) -> CallMetrics:
         """Counters of a query service whose methods are `methods`."""
-        return self._calls("orders_queries", "orders_query_duration_seconds", "method", "query", methods)
+        return self._calls("orders_queries", "orders_query_duration_seconds", "method", "queries", methods)
 
-    def _calls(self, total: str, seconds: str, label: str, noun: str, names: Iterable[str]) -> CallMetrics:
+    def _calls(self, total: str, seconds: str, label: str, what: str, names: Iterable[str]) -> CallMetrics:
         count = Counter(
-            total, f"{noun}s answered, by {label} and status code", [label, "code"], registry=self.registry
+            total, f"{what} answered, by {label} and status code", [label, "code"], registry=self.registry
         )
         duration = Histogram(
-            seconds, f"time to answer a {noun}", [label], buckets=DURATION_BUCKETS, registry=self.registry
+            seconds,
+            f"time to answer {what}, by {label}",
+            [label],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
         )
         return CallMetrics(count, duration, names)
 
