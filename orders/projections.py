@@ -1,6 +1,7 @@
-"""The two read models: the order view (one document per order, listed by customer and by status)
-and the per-customer summary. Each is a projection with its own checkpoint; the summary keeps its
-own small order lookup so it never depends on the other projection's progress.
+"""The read models: the order view (one document per order, listed by customer and by status), the
+per-customer summary and the per-product sales. Each is a projection with its own checkpoint; the
+summary and the sales keep their own small order lookups so neither depends on another projection's
+progress.
 """
 
 from __future__ import annotations
@@ -192,4 +193,70 @@ CUSTOMER_SUMMARY = Projection(
     },
 )
 
-PROJECTIONS = (ORDER_VIEW, CUSTOMER_SUMMARY)
+
+# -- product sales ------------------------------------------------------------------------------
+
+
+class ProductDocument(TypedDict):
+    product_id: str
+    units_sold: int  # exact sums over non-cancelled orders (answers saturate them)
+    revenue: int
+    order_count: int
+    revenue_rank: int  # revenue capped to what an SQL integer holds: the top-products index
+
+
+RANK_MAX = 2**63 - 1
+
+PRODUCTS = Collection("products", indexes=(Index("by_revenue", equals=(), order_by="revenue_rank"),))
+PRODUCT_ORDERS = Collection("product_orders")  # order_id -> its lines per product, while not cancelled
+
+PRODUCT_SALES_NAME = "product_sales"
+
+
+def empty_product(product_id: str) -> ProductDocument:
+    return {"product_id": product_id, "units_sold": 0, "revenue": 0, "order_count": 0, "revenue_rank": 0}
+
+
+def _order_lines(data: OrderCreated) -> dict[str, list[int]]:
+    """product_id -> [units, revenue] of one order, an item repeated in it counted once per order."""
+    lines: dict[str, list[int]] = {}
+    for item in data.items:
+        line = lines.setdefault(item.product_id, [0, 0])
+        line[0] += item.quantity
+        line[1] += item.quantity * item.unit_price
+    return lines
+
+
+def _add_sales(work: UnitOfWork, lines: dict[str, list[int]], sign: int) -> None:
+    for product_id, (units, revenue) in lines.items():
+        product: Any = work.get(PRODUCTS, product_id) or dict(empty_product(product_id))
+        product["units_sold"] += sign * units
+        product["revenue"] += sign * revenue
+        product["order_count"] += sign
+        product["revenue_rank"] = min(product["revenue"], RANK_MAX)
+        if product["order_count"] == 0:
+            work.delete(PRODUCTS, product_id)  # back to "no sales": all zeros, not listed
+        else:
+            work.put(PRODUCTS, product_id, product)
+
+
+def _product_order_created(work: UnitOfWork, event: RecordedEvent) -> None:
+    lines = _order_lines(event.data)
+    work.put(PRODUCT_ORDERS, event.data.order_id, {"lines": lines})
+    _add_sales(work, lines, +1)
+
+
+def _product_order_cancelled(work: UnitOfWork, event: RecordedEvent) -> None:
+    order = _existing(work, PRODUCT_ORDERS, event.data.order_id, event)
+    _add_sales(work, order["lines"], -1)
+    work.delete(PRODUCT_ORDERS, event.data.order_id)
+
+
+PRODUCT_SALES = Projection(
+    PRODUCT_SALES_NAME,
+    version=1,
+    collections=(PRODUCTS, PRODUCT_ORDERS),
+    handlers={OrderCreated: _product_order_created, OrderCancelled: _product_order_cancelled},
+)
+
+PROJECTIONS = (ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES)

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from eventcore.errors import FieldViolation, InvalidArgument, NotFound
 from eventcore.query_bus import QueryBus, QueryHandler
@@ -18,13 +18,18 @@ from orders.projections import (
     CUSTOMERS,
     ORDER_VIEW_NAME,
     ORDERS,
+    PRODUCT_SALES_NAME,
+    PRODUCTS,
     CustomerDocument,
     OrderDocument,
     empty_customer,
+    empty_product,
 )
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+DEFAULT_TOP_PRODUCTS = 10
+MAX_TOP_PRODUCTS = 100
 _MAX_CURSOR = 2**63 - 1
 U64_MAX = 2**64 - 1  # what an answer's uint64 sum can hold
 
@@ -60,6 +65,24 @@ class ListOrdersByStatus:
 @dataclass(frozen=True, slots=True)
 class GetCustomerSummary:
     customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetProductSales:
+    product_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListTopProducts:
+    limit: int = 0  # 0 means DEFAULT_TOP_PRODUCTS; more than MAX_TOP_PRODUCTS means MAX_TOP_PRODUCTS
+
+
+class ProductSales(TypedDict):
+    product_id: str
+    units_sold: int
+    revenue: int
+    order_count: int
+    saturated: bool  # units_sold or revenue passed U64_MAX and answers U64_MAX
 
 
 class CustomerAnswer(CustomerDocument):
@@ -172,6 +195,50 @@ def customer_summary(view: ReadView, query: GetCustomerSummary) -> CustomerAnswe
     return answer  # type: ignore[no-any-return]
 
 
+def validate_product_sales(query: GetProductSales) -> None:
+    violations: list[FieldViolation] = []
+    check_id("product_id", query.product_id, violations)
+    _raise(violations)
+
+
+def _sales(document: Any) -> ProductSales:
+    units, units_cut = saturate(document["units_sold"])
+    revenue, revenue_cut = saturate(document["revenue"])
+    return {
+        "product_id": document["product_id"],
+        "units_sold": units,
+        "revenue": revenue,
+        "order_count": document["order_count"],
+        "saturated": units_cut or revenue_cut,
+    }
+
+
+def product_sales(view: ReadView, query: GetProductSales) -> ProductSales:
+    """A product without sales answers all zeros."""
+    return _sales(view.get(PRODUCTS, query.product_id) or empty_product(query.product_id))
+
+
+def top_products(view: ReadView, query: ListTopProducts) -> list[ProductSales]:
+    """By revenue, highest first, ties by product_id (ascending).
+
+    The index orders ties by key descending, so the page is extended while the revenue rank at its
+    end repeats, then sorted by (revenue, product_id) as answered.
+    """
+    limit = DEFAULT_TOP_PRODUCTS if query.limit <= 0 else min(query.limit, MAX_TOP_PRODUCTS)
+    page = view.page(PRODUCTS, "by_revenue", (), None, limit)
+    documents = list(page.documents)
+    last_rank = documents[-1]["revenue_rank"] if documents else None
+    cursor = page.next_cursor
+    while cursor is not None and cursor[0] == last_rank:
+        page = view.page(PRODUCTS, "by_revenue", (), cursor, limit)
+        tied = [d for d in page.documents if d["revenue_rank"] == last_rank]
+        documents += tied
+        cursor = page.next_cursor if len(tied) == len(page.documents) else None
+    answers = [_sales(d) for d in documents]
+    answers.sort(key=lambda s: (-s["revenue"], s["product_id"]))
+    return answers[:limit]
+
+
 def query_bus() -> QueryBus:
     bus = QueryBus()
     views = (ORDER_VIEW_NAME,)
@@ -182,4 +249,7 @@ def query_bus() -> QueryBus:
         GetCustomerSummary,
         QueryHandler((CUSTOMER_SUMMARY_NAME,), customer_summary, validate_customer_summary),
     )
+    sales = (PRODUCT_SALES_NAME,)
+    bus.register(GetProductSales, QueryHandler(sales, product_sales, validate_product_sales))
+    bus.register(ListTopProducts, QueryHandler(sales, top_products))
     return bus

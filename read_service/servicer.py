@@ -90,6 +90,16 @@ def consistency(answer: Answer[Any]) -> pb.Consistency:
     )
 
 
+def product_sales(sales: queries.ProductSales) -> pb.ProductSales:
+    return pb.ProductSales(
+        product_id=sales["product_id"],
+        units_sold=sales["units_sold"],
+        revenue=sales["revenue"],
+        order_count=sales["order_count"],
+        saturated=sales["saturated"],
+    )
+
+
 def list_response(page: queries.OrderPage, consistency: pb.Consistency) -> pb.ListOrdersResponse:
     return pb.ListOrdersResponse(
         orders=[order_summary(doc) for doc in page.orders],
@@ -150,6 +160,24 @@ class OrderQueryServicer(TrackedServicer, orders_pb2_grpc.OrderQueryServiceServi
             queries.GetCustomerSummary(request.customer_id), request.min_position, context
         )
         return pb.GetCustomerSummaryResponse(summary=customer_summary(document), consistency=consistency)
+
+    @grpc_method
+    async def GetProductSales(
+        self, request: pb.GetProductSalesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProductSalesResponse:
+        sales, consistency = await self._answer(
+            queries.GetProductSales(request.product_id), request.min_position, context
+        )
+        return pb.GetProductSalesResponse(sales=product_sales(sales), consistency=consistency)
+
+    @grpc_method
+    async def ListTopProducts(
+        self, request: pb.ListTopProductsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTopProductsResponse:
+        top, consistency = await self._answer(
+            queries.ListTopProducts(request.limit), request.min_position, context
+        )
+        return pb.ListTopProductsResponse(products=[product_sales(s) for s in top], consistency=consistency)
 
     @grpc_method
     async def GetProjectionStatus(
