@@ -95,7 +95,12 @@ async def test_get_projection_status(commands: Commands, queries: Queries, proje
     await create(commands, "late")
     answer = await queries.GetProjectionStatus(pb.GetProjectionStatusRequest())
     assert answer.event_store_version == 4
-    assert {p.name: p.position for p in answer.projections} == {"order_view": 3, "customer_summary": 3}
+    assert {p.name: p.position for p in answer.projections} == {
+        "order_view": 3,
+        "customer_summary": 3,
+        "product_sales": 3,
+    }
+    assert {(p.state, p.lag, p.version) for p in answer.projections} == {("catching_up", 1, 1)}
     for p in answer.projections:
         assert before - 1 <= p.updated_at.ToMicroseconds() / 1e6 <= time.time() + 1
 
