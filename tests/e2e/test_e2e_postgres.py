@@ -41,6 +41,13 @@ def pg_trio(tmp_path: Path, urls: tuple[str, str]) -> Iterator[Trio]:
         trio.close()
 
 
+def own_dir(parent: Path, name: str) -> Path:
+    """A log directory of its own (ServiceProcess names its files after the module)."""
+    path = parent / name
+    path.mkdir()
+    return path
+
+
 def pg_head(url: str) -> int:
     with psycopg.connect(url) as connection:
         row = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
@@ -85,7 +92,7 @@ def test_the_trio_on_postgresql(pg_trio: Trio) -> None:
 
 def test_two_read_services_answer_from_one_read_database_and_cannot_write(pg_trio: Trio) -> None:
     pg_trio.start_all()
-    second = ServiceProcess("read_service", pg_trio.read.args, pg_trio.data_dir)
+    second = ServiceProcess("read_service", pg_trio.read.args, own_dir(pg_trio.data_dir, "second-read"))
     second.start()
     try:
         address = second.wait_listening()
@@ -168,7 +175,7 @@ def test_a_standby_projector_takes_over_within_5_s_of_the_leaders_kill_applying_
     pg_trio: Trio,
 ) -> None:
     pg_trio.start_all()
-    standby = ServiceProcess("projector", pg_trio.projector.args, pg_trio.data_dir)
+    standby = ServiceProcess("projector", pg_trio.projector.args, own_dir(pg_trio.data_dir, "standby"))
     standby.start()
     try:
         wait_for(lambda: "standing by" in standby.stderr_text(), 20, "the second projector to stand by")
