@@ -6,8 +6,10 @@ one snapshot, and say which read-model and event-store versions the answer belon
 included. `ReadPath.ask` is that path for one answer; `ReadPath.watch` repeats it each time the read
 models move, for streaming queries. The transport only translates messages and statuses.
 
-`PositionWatch` is the one waiting room: a single poller serves every waiting call and runs only while
-some call waits, so an idle or a non-waiting query load costs nothing.
+`PositionWatch` is the one waiting room: a single task serves every waiting call and runs only while
+some call waits, so an idle or a non-waiting query load costs nothing. Given the read store's change
+signal it looks at the positions when the projector announces a commit (and once a second at most
+otherwise); without one it looks every `interval`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
+from eventcore.changes import ChangeSignal
 from eventcore.errors import ApplicationError, DeadlineExceeded, NotFound, OutOfRange, WaitTimedOut
 from eventcore.query_bus import QueryBus
 from eventcore.read_store import ReadStoreReader
@@ -70,9 +73,17 @@ def reached(positions: Mapping[str, int], projections: tuple[str, ...]) -> int:
 
 
 class PositionWatch:
-    def __init__(self, read_positions: Positions, interval: float = 0.001) -> None:
+    def __init__(
+        self,
+        read_positions: Positions,
+        changes: ChangeSignal | None = None,
+        interval: float = 0.001,
+        safety_look: float = 1.0,
+    ) -> None:
         self._read_positions = read_positions
+        self._changes = changes
         self._interval = interval
+        self._safety_look = safety_look
         self._waiters: list[_Waiter] = []
         self._poller: asyncio.Task[None] | None = None
 
@@ -98,7 +109,10 @@ class PositionWatch:
 
     async def _poll(self) -> None:
         while self._waiters:
-            await asyncio.sleep(self._interval)
+            if self._changes is None:
+                await asyncio.sleep(self._interval)
+            else:
+                await self._changes.wait_async(self._safety_look)
             try:
                 positions = self._read_positions()
             except Exception as error:  # storage trouble: the waiting calls fail with it

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from eventcore.read_path import PositionWatch, ReadPath
-from eventcore.storage import Location
+from eventcore.storage import Location, open_changes
 from orders.events import order_codec
 from orders.queries import query_bus
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
@@ -37,7 +37,8 @@ class ReadService(ServerProcess):
         self.settings = settings
         self.storage = StorageSlot(settings.read_db, settings.event_store)
         self.host = ServerHost([SERVICE_NAME])
-        self.watch = PositionWatch(self.storage.positions)
+        self.read_changes = open_changes(settings.read_db)
+        self.watch = PositionWatch(self.storage.positions, self.read_changes.signal())
         self.read_path = ReadPath(query_bus(), self.storage.get, self.watch, settings.max_wait)
         orders_pb2_grpc.add_OrderQueryServiceServicer_to_server(
             OrderQueryServicer(self.read_path, self.storage, self.host.calls), self.host.server
@@ -73,5 +74,6 @@ class ReadService(ServerProcess):
         if self._readiness is not None:
             self._readiness.cancel()
         await self.host.stop(self.settings.grace)
+        self.read_changes.close()
         self.storage.close()
         self.metrics.stop()

@@ -93,8 +93,11 @@ class FileChanges(ChangeSource):
         self._file_wd = -1
         self._directory_wd = self._inotify.add_watch(self._lock_file.parent, _DIRECTORY_MASK)
         if self._directory_wd < 0:
-            self._inotify.close()
-            raise FileNotFoundError(f"cannot watch directory {self._lock_file.parent}")
+            log.warning(
+                "cannot watch %s (missing?): changes of %s are seen once a second only",
+                self._lock_file.parent,
+                self._database.name,
+            )
         self._watch_lock_file()
         self._data_version: int | None = None
         self._connection: sqlite3.Connection | None = None
