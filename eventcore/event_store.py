@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from eventcore.errors import ConcurrencyConflict
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
@@ -30,6 +31,22 @@ class StorageFailure(Exception):
 AppendOutcome = list[RecordedEvent] | ConcurrencyConflict | DuplicateCommand
 
 
+class EventFilter(NamedTuple):
+    """Which events a reader wants: empty parts pass everything."""
+
+    event_types: frozenset[str] = frozenset()
+    stream_prefix: str = ""
+
+    @property
+    def passes_all(self) -> bool:
+        return not self.event_types and not self.stream_prefix
+
+    def passes(self, event: RecordedEvent) -> bool:
+        return (not self.event_types or event.type in self.event_types) and event.stream_id.startswith(
+            self.stream_prefix
+        )
+
+
 class EventLogReader(ABC):
     """Read access to the log: what the projector and the read side need, and the writer too."""
 
@@ -48,6 +65,35 @@ class EventLogReader(ABC):
     @abstractmethod
     def find_command(self, command_id: str) -> CommandRecord | None:
         """The record of an appended command, if that command_id was used."""
+
+    def read_filtered(
+        self, after_position: int, up_to_position: int, event_filter: EventFilter, limit: int
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events with after_position < position <= up_to_position that pass the
+        filter, in position order. Stores that can filter where the events are override this."""
+        found: list[RecordedEvent] = []
+        position = after_position
+        while position < up_to_position and len(found) < limit:
+            page = self.read_all(position, min(up_to_position - position, 1000))
+            if not page:
+                break
+            for event in page:
+                if event.position > up_to_position:
+                    break
+                if event_filter.passes(event):
+                    found.append(event)
+                    if len(found) == limit:
+                        break
+            position = page[-1].position
+        return found
+
+    def read_stream_slice(self, stream_id: str, from_version: int, limit: int) -> list[RecordedEvent]:
+        """Up to `limit` events of one stream from stream version `from_version` on."""
+        return [e for e in self.read_stream(stream_id) if e.stream_version >= from_version][:limit]
+
+    def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 for a stream with no events)."""
+        return len(self.read_stream(stream_id))
 
     def read_command_events(self, record: CommandRecord) -> list[RecordedEvent]:
         """The events an earlier command appended (to replay its reply)."""

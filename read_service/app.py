@@ -6,11 +6,15 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from eventcore.event_store import EventLogReader
+from eventcore.live import LiveFeed
 from eventcore.read_path import PositionWatch, ReadPath
 from eventcore.storage import Location, open_changes
+from eventcore.subscriptions import Subscriptions
 from orders.events import order_codec
 from orders.queries import query_bus
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from read_service.event_store_servicer import EventStoreServicer
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
 from servicekit.metrics import Metrics, read_side_state, unary_methods
@@ -19,6 +23,7 @@ from servicekit.server import ServerHost, ServerProcess
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"].full_name
+EVENT_STORE_SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["EventStoreService"].full_name
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,14 @@ class Settings:
     grace: float = 10.0
     ready_poll: float = 0.1  # seconds between looks for the files before they exist
     metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
+    live_window: int = 10_000  # newest events kept for live subscribers; slower ones fall behind
 
 
 class ReadService(ServerProcess):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = StorageSlot(settings.read_db, settings.event_store)
-        self.host = ServerHost([SERVICE_NAME])
+        self.host = ServerHost([SERVICE_NAME, EVENT_STORE_SERVICE_NAME])
         self.read_changes = open_changes(settings.read_db)
         self.watch = PositionWatch(self.storage.positions, self.read_changes.signal())
         self.read_path = ReadPath(query_bus(), self.storage.get, self.watch, settings.max_wait)
@@ -50,6 +56,12 @@ class ReadService(ServerProcess):
             self.metrics.store_gauges(
                 lambda: read_side_state(settings.read_db, settings.event_store, order_codec())
             )
+        self.event_changes = open_changes(settings.event_store)
+        feed = LiveFeed(self._events, self.event_changes.signal(), settings.live_window)
+        self.subscriptions = Subscriptions(self._events, feed)
+        orders_pb2_grpc.add_EventStoreServiceServicer_to_server(
+            EventStoreServicer(self.subscriptions, self.storage, self.host.calls), self.host.server
+        )
         self._readiness: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -75,5 +87,9 @@ class ReadService(ServerProcess):
             self._readiness.cancel()
         await self.host.stop(self.settings.grace)
         self.read_changes.close()
+        self.event_changes.close()
         self.storage.close()
         self.metrics.stop()
+
+    def _events(self) -> EventLogReader:
+        return self.storage.get().events

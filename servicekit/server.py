@@ -87,6 +87,7 @@ class ServerHost:
         """
         await self.health.enter_graceful_shutdown()
         self.calls.draining = True
+        self.calls.end_streams()
         deadline = time.monotonic() + grace
         quiet_since = time.monotonic()
         while (now := time.monotonic()) < deadline:

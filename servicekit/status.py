@@ -7,6 +7,7 @@ and keeps whatever trailing metadata the method had set (the read side's version
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -82,13 +83,19 @@ M = TypeVar("M", bound=Callable[..., Awaitable[Any]])
 class CallTracker:
     """Counts the calls a server is running, and refuses new ones once it is draining."""
 
-    __slots__ = ("draining", "in_flight", "last_refused", "metrics")
+    __slots__ = ("draining", "in_flight", "last_refused", "metrics", "streams")
 
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
         self.last_refused = 0.0  # time.monotonic() of the last call refused while draining
         self.metrics: CallMetrics | None = None  # counts each finished call when metrics are on
+        self.streams: set[asyncio.Task[Any]] = set()  # streaming calls (servicekit.streams)
+
+    def end_streams(self) -> None:
+        """Streams (watches, subscriptions) never finish on their own: a stop ends them."""
+        for task in list(self.streams):
+            task.cancel()
 
 
 class TrackedServicer:

@@ -19,6 +19,7 @@ from eventcore.errors import ConcurrencyConflict, Unavailable
 from eventcore.event_store import (
     AppendOutcome,
     DuplicateCommand,
+    EventFilter,
     EventLogReader,
     EventStore,
     StorageFailure,
@@ -66,20 +67,53 @@ class SQLiteEventLogReader(EventLogReader):
         return int(row[0] or 0)
 
     def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
-        try:
-            rows = self._connection.execute(
-                f"SELECT {_READ_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-                (after_position, limit),
-            ).fetchall()
-        except sqlite3.Error as error:
-            raise Unavailable(f"event store unavailable: {error}") from error
-        return [self._decode(row) for row in rows]
+        return self._select(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit),
+        )
 
     def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         rows = self._connection.execute(
             f"SELECT {_READ_COLUMNS} FROM events WHERE stream_id = ? ORDER BY stream_version",
             (stream_id,),
         ).fetchall()
+        return [self._decode(row) for row in rows]
+
+    def read_filtered(
+        self, after_position: int, up_to_position: int, event_filter: EventFilter, limit: int
+    ) -> list[RecordedEvent]:
+        """The filter runs in SQLite, over the primary key's range: hidden events are never decoded."""
+        sql = f"SELECT {_READ_COLUMNS} FROM events WHERE position > ? AND position <= ?"
+        args: list[Any] = [after_position, up_to_position]
+        if event_filter.event_types:
+            sql += f" AND type IN ({', '.join('?' * len(event_filter.event_types))})"
+            args += sorted(event_filter.event_types)
+        if event_filter.stream_prefix:
+            sql += " AND substr(stream_id, 1, ?) = ?"
+            args += [len(event_filter.stream_prefix), event_filter.stream_prefix]
+        return self._select(sql + " ORDER BY position LIMIT ?", (*args, limit))
+
+    def read_stream_slice(self, stream_id: str, from_version: int, limit: int) -> list[RecordedEvent]:
+        return self._select(
+            f"SELECT {_READ_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ?"
+            " ORDER BY stream_version LIMIT ?",
+            (stream_id, from_version, limit),
+        )
+
+    def stream_version(self, stream_id: str) -> int:
+        try:
+            row = self._connection.execute(
+                "SELECT max(stream_version) FROM events WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise Unavailable(f"event store unavailable: {error}") from error
+        return int(row[0] or 0)
+
+    def _select(self, sql: str, args: Sequence[Any]) -> list[RecordedEvent]:
+        try:
+            rows = self._connection.execute(sql, args).fetchall()
+        except sqlite3.Error as error:
+            raise Unavailable(f"event store unavailable: {error}") from error
         return [self._decode(row) for row in rows]
 
     def find_command(self, command_id: str) -> CommandRecord | None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from eventcore.errors import ConcurrencyConflict
-from eventcore.event_store import DuplicateCommand, EventStore
+from eventcore.event_store import DuplicateCommand, EventFilter, EventStore
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderItem, OrderShipped
 
@@ -214,3 +214,49 @@ def test_a_refused_append_refuses_the_batchs_later_appends_to_its_stream(event_s
     assert isinstance(outcomes[0], ConcurrencyConflict) and isinstance(outcomes[1], ConcurrencyConflict)
     assert [e.position for e in outcomes[2]] == [3]  # type: ignore[union-attr]
     assert len(event_store.read_stream("order-a")) == 2
+
+
+def _mixed_log(store: EventStore) -> None:
+    """Positions 1..6: a (created, confirmed), ab (created, cancelled), b (created, shipped)."""
+    append(store, "order-a", 0, [created("a"), OrderConfirmed("a")])
+    append(store, "order-ab", 0, [created("ab"), OrderCancelled("ab", "no")])
+    append(store, "other-b", 0, [created("b"), OrderShipped("b", "T")])
+
+
+@pytest.mark.parametrize(
+    ("event_filter", "positions"),
+    [
+        (EventFilter(), [1, 2, 3, 4, 5, 6]),
+        (EventFilter(frozenset({"OrderCreated"})), [1, 3, 5]),
+        (EventFilter(frozenset({"OrderConfirmed", "OrderShipped"})), [2, 6]),
+        (EventFilter(stream_prefix="order-a"), [1, 2, 3, 4]),
+        (EventFilter(stream_prefix="order-ab"), [3, 4]),
+        (EventFilter(frozenset({"OrderCreated"}), "other-"), [5]),
+        (EventFilter(frozenset({"Nothing"})), []),
+        (EventFilter(stream_prefix="order_"), []),  # no pattern semantics: _ and % are plain
+    ],
+)
+def test_a_filtered_read_passes_only_what_the_filter_names(
+    event_store: EventStore, event_filter: EventFilter, positions: list[int]
+) -> None:
+    _mixed_log(event_store)
+    assert [e.position for e in event_store.read_filtered(0, 6, event_filter, 100)] == positions
+
+
+def test_a_filtered_read_stays_within_its_range_and_limit(event_store: EventStore) -> None:
+    _mixed_log(event_store)
+    created_only = EventFilter(frozenset({"OrderCreated"}))
+    assert [e.position for e in event_store.read_filtered(1, 4, created_only, 100)] == [3]
+    assert [e.position for e in event_store.read_filtered(0, 6, created_only, 2)] == [1, 3]
+    assert event_store.read_filtered(6, 6, EventFilter(), 10) == []
+
+
+def test_a_stream_slice_and_version(event_store: EventStore) -> None:
+    _mixed_log(event_store)
+    append(event_store, "order-a", 2, [OrderShipped("a", "T")])
+    assert [e.stream_version for e in event_store.read_stream_slice("order-a", 2, 10)] == [2, 3]
+    assert [e.stream_version for e in event_store.read_stream_slice("order-a", 1, 2)] == [1, 2]
+    assert event_store.read_stream_slice("order-a", 4, 10) == []
+    assert event_store.stream_version("order-a") == 3
+    assert event_store.stream_version("order-zz") == 0
+    assert event_store.read_stream_slice("order-zz", 1, 10) == []
