@@ -1,5 +1,6 @@
 """The read-store interfaces: documents in named collections, found by key or through secondary
-indexes, with each projection's checkpoint kept beside them.
+indexes, with each projection's checkpoint kept beside them, and the streams a projection parked
+(a handler failed on one of their events) and the events an operator skipped.
 
 A collection declares its indexes; an index matches some fields for equality and orders by one
 more field, newest (largest) first, with the document key as tie-breaker. Pages continue from a
@@ -61,6 +62,36 @@ class Checkpoint(NamedTuple):
     updated_at_us: int
 
 
+WHOLE_PROJECTION = ""  # a ParkedStream with this stream_id stops the whole projection (state failed)
+
+
+class ParkedStream(NamedTuple):
+    """A stream one projection stopped applying because a handler failed on one of its events.
+
+    That event (at `position`) and the stream's later events wait for `retry` or `skip`; every
+    other stream, and every other projection, goes on. `stream_id == WHOLE_PROJECTION` parks every
+    stream of the projection at once: it failed.
+    """
+
+    projection: str
+    stream_id: str
+    position: int
+    event_type: str
+    error: str
+    parked_at_us: int = 0  # set by the store when it records the park
+
+
+class SkippedEvent(NamedTuple):
+    """An event an operator dropped from one projection on purpose (`projector skip`)."""
+
+    projection: str
+    stream_id: str
+    position: int
+    event_type: str
+    error: str
+    skipped_at_us: int = 0
+
+
 class ReadView(ABC):
     """Read-only access to a consistent snapshot: documents and checkpoints from the same moment."""
 
@@ -79,6 +110,18 @@ class ReadView(ABC):
 
     @abstractmethod
     def checkpoints(self) -> list[Checkpoint]: ...
+
+    @abstractmethod
+    def parked_streams(self) -> list[ParkedStream]:
+        """Every parked stream of every projection, by projection and stream."""
+
+    @abstractmethod
+    def skipped_events(self) -> list[SkippedEvent]:
+        """Every event skipped by an operator, by projection and position."""
+
+    @abstractmethod
+    def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
+        """Every document of a collection with its key, by key (for verification, not for queries)."""
 
     def position(self, projection: str) -> int:
         """The position up to which `projection` has applied events (0 before it ran)."""
@@ -121,6 +164,18 @@ class UnitOfWork(ABC):
     @abstractmethod
     def set_checkpoint(self, projection: str, version: int, position: int) -> None: ...
 
+    @abstractmethod
+    def park(self, parked: ParkedStream) -> None:
+        """Record (or replace) a parked stream, committed with this transaction."""
+
+    @abstractmethod
+    def unpark(self, projection: str, stream_id: str) -> None:
+        """Forget a parked stream (after a retry applied its events, or a skip)."""
+
+    @abstractmethod
+    def record_skip(self, skipped: SkippedEvent) -> None:
+        """Record that an operator dropped one event from one projection."""
+
 
 class TrackingUnitOfWork(UnitOfWork):
     """The identity map both stores share; a store supplies `_load` and writes `dirty` at commit."""
@@ -129,6 +184,8 @@ class TrackingUnitOfWork(UnitOfWork):
         self._working: dict[Collection, dict[str, Document | None]] = {}
         self.dirty: dict[Collection, dict[str, Document | None]] = {}  # None: delete
         self.checkpoints: dict[str, tuple[int, int]] = {}
+        self.parking: dict[tuple[str, str], ParkedStream | None] = {}  # None: unpark
+        self.skips: list[SkippedEvent] = []
 
     @abstractmethod
     def _load(self, collection: Collection, key: str) -> Document | None:
@@ -152,6 +209,15 @@ class TrackingUnitOfWork(UnitOfWork):
     def set_checkpoint(self, projection: str, version: int, position: int) -> None:
         self.checkpoints[projection] = (version, position)
 
+    def park(self, parked: ParkedStream) -> None:
+        self.parking[(parked.projection, parked.stream_id)] = parked
+
+    def unpark(self, projection: str, stream_id: str) -> None:
+        self.parking[(projection, stream_id)] = None
+
+    def record_skip(self, skipped: SkippedEvent) -> None:
+        self.skips.append(skipped)
+
     def _track(self, collection: Collection, key: str, document: Document | None) -> None:
         working = self._working.get(collection)
         if working is None:
@@ -170,8 +236,13 @@ class ReadStoreWriter(ABC):
     def checkpoints(self) -> dict[str, Checkpoint]: ...
 
     @abstractmethod
+    def parked_streams(self) -> dict[tuple[str, str], ParkedStream]:
+        """Every parked stream by (projection, stream_id), as committed (the runner's authority)."""
+
+    @abstractmethod
     def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
-        """(Re)create a projection's collections empty, at checkpoint 0 and the given version."""
+        """(Re)create a projection's collections empty, at checkpoint 0 and the given version;
+        its parked streams are forgotten (skips stay recorded)."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[UnitOfWork]:

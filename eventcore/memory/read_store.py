@@ -19,9 +19,11 @@ from eventcore.read_store import (
     Cursor,
     Document,
     Page,
+    ParkedStream,
     ReadStoreReader,
     ReadStoreWriter,
     ReadView,
+    SkippedEvent,
     TrackingUnitOfWork,
     UnitOfWork,
     sorted_page,
@@ -32,13 +34,26 @@ class _State:
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, str]] = {}
         self.checkpoints: dict[str, Checkpoint] = {}
+        self.parked: dict[tuple[str, str], ParkedStream] = {}
+        self.skipped: dict[tuple[str, int], SkippedEvent] = {}
         self.lock = threading.Lock()
+
+    def copy(self) -> _State:
+        """A snapshot: later commits do not show through."""
+        with self.lock:
+            state = _State()
+            state.tables = {name: dict(rows) for name, rows in self.tables.items()}
+            state.checkpoints = dict(self.checkpoints)
+            state.parked = dict(self.parked)
+            state.skipped = dict(self.skipped)
+        return state
 
 
 class _MemoryView(ReadView):
-    def __init__(self, tables: dict[str, dict[str, str]], checkpoints: dict[str, Checkpoint]) -> None:
-        self._tables = tables
-        self._checkpoints = checkpoints
+    def __init__(self, state: _State) -> None:
+        self._state = state
+        self._tables = state.tables
+        self._checkpoints = state.checkpoints
 
     def get(self, collection: Collection, key: str) -> Document | None:
         text = self._tables.get(collection.name, {}).get(key)
@@ -54,6 +69,17 @@ class _MemoryView(ReadView):
     def checkpoints(self) -> list[Checkpoint]:
         return sorted(self._checkpoints.values(), key=lambda c: c.name)
 
+    def parked_streams(self) -> list[ParkedStream]:
+        return [self._state.parked[key] for key in sorted(self._state.parked)]
+
+    def skipped_events(self) -> list[SkippedEvent]:
+        return [self._state.skipped[key] for key in sorted(self._state.skipped)]
+
+    def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
+        rows = self._tables.get(collection.name, {})
+        for key in sorted(rows):
+            yield key, dict(json.loads(rows[key]))
+
 
 class InMemoryReadStoreReader(ReadStoreReader):
     def __init__(self, state: _State) -> None:
@@ -61,10 +87,7 @@ class InMemoryReadStoreReader(ReadStoreReader):
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadView]:
-        with self._state.lock:  # a snapshot is a copy: later commits do not show through
-            tables = {name: dict(rows) for name, rows in self._state.tables.items()}
-            checkpoints = dict(self._state.checkpoints)
-        yield _MemoryView(tables, checkpoints)
+        yield _MemoryView(self._state.copy())
 
 
 class _MemoryUnitOfWork(TrackingUnitOfWork):
@@ -89,11 +112,16 @@ class InMemoryReadStoreWriter(ReadStoreWriter):
     def checkpoints(self) -> dict[str, Checkpoint]:
         return dict(self._state.checkpoints)
 
+    def parked_streams(self) -> dict[tuple[str, str], ParkedStream]:
+        return dict(self._state.parked)
+
     def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
         with self._state.lock:
             for collection in collections:
                 self._state.tables[collection.name] = {}
             self._state.checkpoints[projection] = Checkpoint(projection, version, 0, _now())
+            for key in [key for key in self._state.parked if key[0] == projection]:
+                del self._state.parked[key]
 
     @contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
@@ -109,6 +137,15 @@ class InMemoryReadStoreWriter(ReadStoreWriter):
                         table[key] = json.dumps(document)
             for projection, (version, position) in work.checkpoints.items():
                 self._state.checkpoints[projection] = Checkpoint(projection, version, position, _now())
+            for place, parked in work.parking.items():
+                if parked is None:
+                    self._state.parked.pop(place, None)
+                else:
+                    self._state.parked[place] = parked._replace(parked_at_us=_now())
+            for skipped in work.skips:
+                self._state.skipped[(skipped.projection, skipped.position)] = skipped._replace(
+                    skipped_at_us=_now()
+                )
 
     def reader(self) -> InMemoryReadStoreReader:
         return InMemoryReadStoreReader(self._state)

@@ -44,9 +44,11 @@ from eventcore.read_store import (
     Cursor,
     Document,
     Page,
+    ParkedStream,
     ReadStoreReader,
     ReadStoreWriter,
     ReadView,
+    SkippedEvent,
     TrackingUnitOfWork,
     UnitOfWork,
 )
@@ -121,6 +123,18 @@ def statements(collection: Collection) -> _Statements:
     return found
 
 
+_FAULT = (
+    "SELECT projection, stream_id, position, event_type, error, (extract(epoch FROM {}) * 1000000)::bigint"
+)
+_PARKED = _FAULT.format("parked_at") + " FROM parked_streams"
+_SKIPPED = _FAULT.format("skipped_at") + " FROM skipped_events"
+
+
+def _parked(connection: Connection) -> list[ParkedStream]:
+    rows = connection.execute(_PARKED + " ORDER BY projection, stream_id").fetchall()
+    return [ParkedStream(*row) for row in rows]
+
+
 def _checkpoints(connection: Connection, lock: bool = False) -> list[Checkpoint]:
     rows = connection.execute(_CHECKPOINTS + (" FOR UPDATE" if lock else "")).fetchall()
     return [Checkpoint(name, v, p, at) for name, v, p, at in rows]
@@ -152,6 +166,18 @@ class _PostgresView(ReadView):
 
     def checkpoints(self) -> list[Checkpoint]:
         return _checkpoints(self._connection)
+
+    def parked_streams(self) -> list[ParkedStream]:
+        return _parked(self._connection)
+
+    def skipped_events(self) -> list[SkippedEvent]:
+        rows = self._connection.execute(_SKIPPED + " ORDER BY projection, position").fetchall()
+        return [SkippedEvent(*row) for row in rows]
+
+    def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
+        rows = self._connection.execute(f"SELECT key, doc FROM {_table(collection)} ORDER BY key")
+        for key, doc in rows:
+            yield key, json_loads(doc)
 
 
 class PostgresReadStoreReader(ReadStoreReader):
@@ -214,6 +240,26 @@ class _PostgresUnitOfWork(TrackingUnitOfWork):
                     " position = excluded.position, updated_at = excluded.updated_at",
                     [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
                 )
+            if self.parking:
+                cursor.executemany(
+                    "DELETE FROM parked_streams WHERE projection = %s AND stream_id = %s", list(self.parking)
+                )
+                parks = [(*p[:5], now) for p in self.parking.values() if p is not None]
+                if parks:
+                    cursor.executemany(
+                        "INSERT INTO parked_streams"
+                        " (projection, stream_id, position, event_type, error, parked_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        parks,
+                    )
+            if self.skips:
+                cursor.executemany(
+                    "INSERT INTO skipped_events"
+                    " (projection, stream_id, position, event_type, error, skipped_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (projection, position) DO UPDATE SET"
+                    " error = excluded.error, skipped_at = excluded.skipped_at",
+                    [(*k[:5], now) for k in self.skips],
+                )
 
 
 class PostgresReadStoreWriter(ReadStoreWriter):
@@ -252,6 +298,11 @@ class PostgresReadStoreWriter(ReadStoreWriter):
             found = _checkpoints(self._session.connection, lock=self._in_transaction)
         return {c.name: c for c in found}
 
+    def parked_streams(self) -> dict[tuple[str, str], ParkedStream]:
+        with translated(self._session.url, WHAT):
+            found = _parked(self._session.connection)
+        return {(p.projection, p.stream_id): p for p in found}
+
     def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
         with self.transaction() as work:
             for collection in collections:
@@ -259,6 +310,9 @@ class PostgresReadStoreWriter(ReadStoreWriter):
                 self._session.connection.execute(sql.drop)
                 for statement in sql.create:
                     self._session.connection.execute(statement)
+            self._session.connection.execute(
+                "DELETE FROM parked_streams WHERE projection = %s", (projection,)
+            )
             work.set_checkpoint(projection, version, 0)
 
     @contextmanager

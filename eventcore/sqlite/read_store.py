@@ -23,9 +23,11 @@ from eventcore.read_store import (
     Cursor,
     Document,
     Page,
+    ParkedStream,
     ReadStoreReader,
     ReadStoreWriter,
     ReadView,
+    SkippedEvent,
     TrackingUnitOfWork,
     UnitOfWork,
 )
@@ -93,6 +95,15 @@ def statements(collection: Collection) -> _Statements:
     return found
 
 
+_PARKED = "SELECT projection, stream_id, position, event_type, error, parked_at FROM parked_streams"
+_SKIPPED = "SELECT projection, stream_id, position, event_type, error, skipped_at FROM skipped_events"
+
+
+def _parked(connection: sqlite3.Connection) -> list[ParkedStream]:
+    rows = connection.execute(_PARKED + " ORDER BY projection, stream_id").fetchall()
+    return [ParkedStream(p, st, pos, t, e, parse_timestamp(at)) for p, st, pos, t, e, at in rows]
+
+
 class _SQLiteView(ReadView):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -126,6 +137,18 @@ class _SQLiteView(ReadView):
             "SELECT name, version, position, updated_at FROM projections ORDER BY name"
         ).fetchall()
         return [Checkpoint(name, v, p, parse_timestamp(at)) for name, v, p, at in rows]
+
+    def parked_streams(self) -> list[ParkedStream]:
+        return _parked(self._connection)
+
+    def skipped_events(self) -> list[SkippedEvent]:
+        rows = self._connection.execute(_SKIPPED + " ORDER BY projection, position").fetchall()
+        return [SkippedEvent(p, st, pos, t, e, parse_timestamp(at)) for p, st, pos, t, e, at in rows]
+
+    def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
+        table = _table(collection)
+        for key, doc in self._connection.execute(f"SELECT key, doc FROM {table} ORDER BY key"):
+            yield key, self._loads(doc)
 
     def position(self, projection: str) -> int:
         row = self._connection.execute(
@@ -198,6 +221,22 @@ class _SQLiteUnitOfWork(TrackingUnitOfWork):
             " position = excluded.position, updated_at = excluded.updated_at",
             [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
         )
+        if self.parking:
+            parks = [(*p[:5], now) for p in self.parking.values() if p is not None]
+            self._connection.executemany(
+                "DELETE FROM parked_streams WHERE projection = ? AND stream_id = ?", list(self.parking)
+            )
+            self._connection.executemany(
+                "INSERT INTO parked_streams (projection, stream_id, position, event_type, error, parked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                parks,
+            )
+        if self.skips:
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO skipped_events"
+                " (projection, stream_id, position, event_type, error, skipped_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(*k[:5], now) for k in self.skips],
+            )
 
 
 class SQLiteReadStoreWriter(ReadStoreWriter):
@@ -222,6 +261,9 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
         ).fetchall()
         return {name: Checkpoint(name, v, p, parse_timestamp(at)) for name, v, p, at in rows}
 
+    def parked_streams(self) -> dict[tuple[str, str], ParkedStream]:
+        return {(p.projection, p.stream_id): p for p in _parked(self._connection)}
+
     def reset(self, projection: str, version: int, collections: Sequence[Collection]) -> None:
         with self.transaction() as work:
             for collection in collections:
@@ -229,6 +271,7 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
                 self._connection.execute(sql.drop)
                 for statement in sql.create:
                     self._connection.execute(statement)
+            self._connection.execute("DELETE FROM parked_streams WHERE projection = ?", (projection,))
             work.set_checkpoint(projection, version, 0)
 
     @contextmanager

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventcore.read_store import Collection, Index, ReadStoreWriter
+from eventcore.read_store import Collection, Index, ParkedStream, ReadStoreWriter, SkippedEvent
 
 ITEMS = Collection(
     "items",
@@ -290,3 +290,53 @@ def test_an_updated_index_field_moves_the_document(ranked: ReadStoreWriter) -> N
         work.delete(ITEMS, "a-6")
     assert keys(ranked, "by_owner", ("a",), None, 2)[0] == ["a-5", "a-4"]
     assert keys(ranked, "by_owner", ("b",), None, 2)[0] == ["b-7", "a-7"]
+
+
+# -- parked streams, skipped events, scans ----------------------------------------------------------
+
+
+def test_parked_streams_commit_with_the_transaction_and_unpark(store: ReadStoreWriter) -> None:
+    with store.transaction() as work:
+        work.park(ParkedStream("items_view", "s-1", 7, "Thing", "boom"))
+        work.park(ParkedStream("other_view", "s-1", 8, "Thing", "bang"))
+        work.set_checkpoint("items_view", 1, 9)
+    parked = store.parked_streams()
+    assert sorted(parked) == [("items_view", "s-1"), ("other_view", "s-1")]
+    assert parked[("items_view", "s-1")][:5] == ("items_view", "s-1", 7, "Thing", "boom")
+    assert abs(parked[("items_view", "s-1")].parked_at_us / 1e6 - time.time()) < 60
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), store.transaction() as work:
+        work.unpark("items_view", "s-1")
+        raise Boom
+    assert ("items_view", "s-1") in store.parked_streams()
+
+    with store.transaction() as work:
+        work.unpark("items_view", "s-1")
+        work.park(ParkedStream("other_view", "s-1", 10, "Thing", "again"))  # replaces
+        work.record_skip(SkippedEvent("items_view", "s-1", 7, "Thing", "boom"))
+    reader = store.reader()
+    try:
+        with reader.snapshot() as view:
+            assert [p[:5] for p in view.parked_streams()] == [("other_view", "s-1", 10, "Thing", "again")]
+            assert [k[:5] for k in view.skipped_events()] == [("items_view", "s-1", 7, "Thing", "boom")]
+    finally:
+        reader.close()
+    store.reset("other_view", 1, [OTHER])
+    assert store.parked_streams() == {}
+
+
+def test_scan_lists_a_collection_by_key(store: ReadStoreWriter) -> None:
+    with store.transaction() as work:
+        for key in ["b", "a", "c"]:
+            work.put(ITEMS, key, doc(key))
+        work.put(NOTES, "n", {"x": 1})
+    reader = store.reader()
+    try:
+        with reader.snapshot() as view:
+            assert [key for key, _ in view.scan(ITEMS)] == ["a", "b", "c"]
+            assert list(view.scan(NOTES)) == [("n", {"x": 1})]
+    finally:
+        reader.close()
