@@ -39,7 +39,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventcore.codec import EventCodec
-from eventcore.errors import Unavailable
+from eventcore.errors import StorageRefused, Unavailable
 from eventcore.projection_status import ProjectionStatus, projection_statuses
 from eventcore.storage import Location, open_event_log_reader, open_read_store_reader
 from servicekit import cli
@@ -138,7 +138,8 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             state = self._read_state()
-        except (FileNotFoundError, Unavailable) as error:
+        except (FileNotFoundError, Unavailable, StorageRefused) as error:
+            # The process answers UNAVAILABLE meanwhile; its call counters are still worth a scrape.
             log.debug("no storage gauges in this scrape: %s", error)
             return
         yield GaugeMetricFamily(
