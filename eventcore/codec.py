@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import Any, NamedTuple, Protocol, Self
 
 from eventcore.json_text import json_dumps, json_loads
 
@@ -36,6 +36,24 @@ class UnknownEventType(Exception):
     """The log holds an event type this process does not know: a deployment mismatch."""
 
 
+class Undecoded(NamedTuple):
+    """An event's data as stored, decoded only when something asks for it (see EventCodec.deferred).
+
+    `event_class` is the registered class of the type name, None for a type this codec does not
+    know: a reader can pass such an event over without ever parsing it.
+    """
+
+    type_name: str
+    schema_version: int
+    payload: str
+    event_class: type[Any] | None
+    codec: EventCodec
+
+    def decode(self) -> Any:
+        """The domain object; raises UnknownEventType or whatever the payload's shape breaks."""
+        return self.codec.decode_now(self.type_name, self.schema_version, self.payload)
+
+
 class EventCodec:
     """Registry of event classes by wire name; encodes and decodes payloads."""
 
@@ -44,6 +62,16 @@ class EventCodec:
         self._by_class: dict[type[Any], _Registration] = {}
         self._dumps = json_dumps
         self._loads = json_loads
+        self._deferred = False
+
+    def deferred(self) -> EventCodec:
+        """A codec over the same registrations whose `decode` returns Undecoded: a consumer that
+        handles only some event types (a projection) decodes those and passes the others over."""
+        twin = EventCodec()
+        twin._by_name = self._by_name
+        twin._by_class = self._by_class
+        twin._deferred = True
+        return twin
 
     def register(
         self,
@@ -78,6 +106,14 @@ class EventCodec:
         return registration.name, registration.version, self._dumps(event.to_payload())
 
     def decode(self, type_name: str, schema_version: int, payload: str) -> Any:
+        if self._deferred:
+            registration = self._by_name.get(type_name)
+            cls = registration.cls if registration is not None else None
+            return Undecoded(type_name, schema_version, payload, cls, self)
+        return self.decode_now(type_name, schema_version, payload)
+
+    def decode_now(self, type_name: str, schema_version: int, payload: str) -> Any:
+        """The domain object of a stored payload, upcast to the current schema version."""
         registration = self._by_name.get(type_name)
         if registration is None:
             raise UnknownEventType(f"unknown event type {type_name!r}")

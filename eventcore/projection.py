@@ -4,22 +4,42 @@ A projection is a map from domain event class to a small function that changes d
 unit of work. The runner reads the log in batches and applies each batch to every projection in one
 transaction together with that projection's new checkpoint, so an event is applied exactly once
 even across crashes and replays: an event at or below a projection's checkpoint is skipped.
+
+Projections are tolerant and isolated. An event is decoded only when a projection handles its type
+(the log reader is given a deferred codec); a type no projection knows is passed over and counted.
+A handler that raises parks its stream for that projection only: the batch is rolled back and
+applied again with that stream waiting, so no half-applied event is ever committed, and the park is
+recorded with the checkpoint that passes it. More than `max_parked` parked streams stop the whole
+projection (it failed); the others go on. Nothing a handler does can stop the runner or make it
+retry the same batch forever.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection as Container
 from dataclasses import dataclass
 from typing import Any
 
+from eventcore.codec import Undecoded
+from eventcore.errors import Unavailable
 from eventcore.event_store import EventLogReader
 from eventcore.events import RecordedEvent
-from eventcore.read_store import Collection, ReadStoreWriter, UnitOfWork
+from eventcore.read_store import (
+    WHOLE_PROJECTION,
+    Collection,
+    ParkedStream,
+    ReadStoreWriter,
+    UnitOfWork,
+)
 
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[UnitOfWork, RecordedEvent], None]
+DEFAULT_MAX_PARKED = 100
+_MAX_ERROR = 500  # characters of an error message kept with a park
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,59 @@ class Projection:
     def handles(self, event_type: type[Any]) -> bool:
         return event_type in self.handlers
 
+    def handler_for(self, event: RecordedEvent) -> EventHandler | None:
+        data = event.data
+        cls = data.event_class if type(data) is Undecoded else type(data)
+        return None if cls is None else self.handlers.get(cls)
+
+
+class HandlerFailed(Exception):
+    """A projection's handler (or the decoding it needed) raised on one event."""
+
+    def __init__(self, parked: ParkedStream) -> None:
+        self.parked = parked
+        super().__init__(parked.error)
+
+
+def describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
+
+
+def decoded(event: RecordedEvent) -> RecordedEvent:
+    """The event with its data decoded (as it is, when the reader decoded it already)."""
+    data = event.data
+    return event._replace(data=data.decode()) if type(data) is Undecoded else event
+
+
+def apply_event(projection: Projection, work: UnitOfWork, event: RecordedEvent) -> None:
+    """Apply one event to one projection; raises HandlerFailed when decoding or the handler fails.
+
+    Unavailable (storage trouble) passes through: it is not the event's fault.
+    """
+    handler = projection.handler_for(event)
+    if handler is None:
+        return
+    try:
+        handler(work, decoded(event))
+    except Unavailable:
+        raise
+    except Exception as error:
+        raise HandlerFailed(
+            ParkedStream(projection.name, event.stream_id, event.position, event.type, describe(error))
+        ) from error
+
+
+def over_limit(name: str, parked: ParkedStream, max_parked: int) -> ParkedStream:
+    """The park that stops a whole projection once it has more than max_parked streams parked."""
+    return ParkedStream(
+        name,
+        WHOLE_PROJECTION,
+        parked.position,
+        parked.event_type,
+        f"more than {max_parked} streams parked; the last, {parked.stream_id}: {parked.error}",
+    )
+
 
 class ProjectionRunner:
     def __init__(
@@ -42,7 +115,10 @@ class ProjectionRunner:
         store: ReadStoreWriter,
         projections: Sequence[Projection],
         batch_size: int = 1000,
+        max_parked: int = DEFAULT_MAX_PARKED,
+        skipped: Container[tuple[str, int]] = (),
     ) -> None:
+        """`skipped` holds (projection, position) pairs passed over on purpose (see verify)."""
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
@@ -50,7 +126,13 @@ class ProjectionRunner:
         self._store = store
         self._projections = list(projections)
         self._batch_size = batch_size
+        self._max_parked = max_parked
+        self._skipped = skipped
         self._positions: dict[str, int] = {}
+        self._failed: set[str] = set()
+        self._reported: set[tuple[str, str, int]] = set()
+        self._handled = {cls for p in projections for cls in p.handlers}
+        self.unhandled_types: Counter[str] = Counter()  # events of types no projection handles
 
     def prepare(self) -> None:
         """Create missing read models and rebuild those whose version changed."""
@@ -69,43 +151,109 @@ class ProjectionRunner:
                 self._positions[projection.name] = 0
             else:
                 self._positions[projection.name] = checkpoint.position
+        self._failed = {p for p, s in self._store.parked_streams() if s == WHOLE_PROJECTION}
 
     @property
     def positions(self) -> dict[str, int]:
         return dict(self._positions)
 
-    def run_once(self) -> int:
-        """Apply the next batch of events; returns how many new events it held (0 when idle)."""
+    def run_once(self, until: int | None = None) -> int:
+        """Apply the next batch of events (none beyond `until`); returns how many new events it
+        held (0 when idle, or when every projection failed)."""
         if len(self._positions) != len(self._projections):
             self.prepare()
-        start = min(self._positions.values())
-        events = self._log.read_all(start, self._batch_size)
+        else:  # an operator may have retried a failed projection meanwhile
+            self._failed = {p for p, s in self._store.parked_streams() if s == WHOLE_PROJECTION}
+        going = [self._positions[p.name] for p in self._projections if p.name not in self._failed]
+        if not going:
+            return 0
+        start = min(going)
+        limit = self._batch_size if until is None else min(self._batch_size, until - start)
+        events = self._log.read_all(start, limit) if limit > 0 else []
         if not events:
             return 0
+        found: dict[tuple[str, str], ParkedStream] = {}
+        while True:
+            try:
+                applied = self._apply(events, found)
+                break
+            except HandlerFailed as failure:  # rolled back: apply again with that stream parked
+                self._park(failure.parked, found)
+        self._positions.update(applied)
+        self._count_unhandled(events, start)
+        return sum(1 for event in events if event.position > start)
+
+    def run_until_idle(self, until: int | None = None) -> int:
+        """Apply batches until the log has nothing new; returns the number of events read."""
+        total = 0
+        while count := self.run_once(until):
+            total += count
+        return total
+
+    def _apply(
+        self, events: list[RecordedEvent], found: dict[tuple[str, str], ParkedStream]
+    ) -> dict[str, int]:
         applied: dict[str, int] = {}
         with self._store.transaction() as work:
-            # The checkpoints stored with the rows are the authority: an event at or below one is
-            # never applied again, whatever this runner remembers or the log reader hands over.
+            # The checkpoints and parks stored with the rows are the authority: an event at or
+            # below a checkpoint is never applied again, whatever this runner remembers.
             stored = self._store.checkpoints()
+            parked = {**self._store.parked_streams(), **found}
+            self._failed = {p for p, s in parked if s == WHOLE_PROJECTION}
             for projection in self._projections:
-                checkpoint = stored.get(projection.name)
-                done = max(self._positions[projection.name], checkpoint.position if checkpoint else 0)
-                handlers = projection.handlers
+                name = projection.name
+                checkpoint = stored.get(name)
+                done = max(self._positions[name], checkpoint.position if checkpoint else 0)
+                whole = parked.get((name, WHOLE_PROJECTION))
+                stop_at = whole.position if whole is not None else None
+                waiting = {s for p, s in parked if p == name}
+                skipped = self._skipped
                 for event in events:
                     if event.position <= done:
                         continue
-                    handler = handlers.get(type(event.data))
-                    if handler is not None:
-                        handler(work, event)
+                    if stop_at is not None and event.position >= stop_at:
+                        break
+                    if not (waiting and event.stream_id in waiting) and not (
+                        skipped and (name, event.position) in skipped
+                    ):
+                        apply_event(projection, work, event)
                     done = event.position
-                work.set_checkpoint(projection.name, projection.version, done)
-                applied[projection.name] = done
-        self._positions.update(applied)
-        return sum(1 for event in events if event.position > start)
+                work.set_checkpoint(name, projection.version, done)
+                applied[name] = done
+            for park in found.values():
+                work.park(park)
+        return applied
 
-    def run_until_idle(self) -> int:
-        """Apply batches until the log has nothing new; returns the number of events read."""
-        total = 0
-        while count := self.run_once():
-            total += count
-        return total
+    def _park(self, parked: ParkedStream, found: dict[tuple[str, str], ParkedStream]) -> None:
+        name = parked.projection
+        stored = self._store.parked_streams()
+        count = len({s for p, s in [*stored, *found] if p == name and s != WHOLE_PROJECTION})
+        if count >= self._max_parked:
+            parked = over_limit(name, parked, self._max_parked)
+            log.error(
+                "projection %s failed and stopped at position %d: %s", name, parked.position, parked.error
+            )
+        elif (name, parked.stream_id, parked.position) not in self._reported:
+            log.error(
+                "projection %s parked stream %s at position %d (%s): %s",
+                name,
+                parked.stream_id,
+                parked.position,
+                parked.event_type,
+                parked.error,
+            )
+        self._reported.add((name, parked.stream_id, parked.position))
+        found[(name, parked.stream_id)] = parked
+
+    def _count_unhandled(self, events: list[RecordedEvent], start: int) -> None:
+        for event in events:
+            data = event.data
+            cls = data.event_class if type(data) is Undecoded else type(data)
+            if event.position > start and cls not in self._handled:
+                if event.type not in self.unhandled_types:
+                    log.warning(
+                        "event type %s (first at position %d) is handled by no projection: passed over",
+                        event.type,
+                        event.position,
+                    )
+                self.unhandled_types[event.type] += 1

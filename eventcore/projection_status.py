@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from eventcore.read_store import ReadStoreReader
+from eventcore.read_store import WHOLE_PROJECTION, ReadStoreReader
 
 RUNNING = "running"
 CATCHING_UP = "catching_up"
+REBUILDING = "rebuilding"
+DEGRADED = "degraded"
+FAILED = "failed"
 
 
 class ProjectionStatus(NamedTuple):
@@ -26,22 +29,32 @@ class ProjectionStatus(NamedTuple):
 
 
 def projection_statuses(reader: ReadStoreReader, head: int) -> list[ProjectionStatus]:
-    """The status of every projection in the read store, by name."""
+    """The status of every projection in the read store, by name.
+
+    failed: it stopped as a whole (too many parked streams); degraded: some streams are parked;
+    catching_up: behind the head; running: at the head.
+    """
     with reader.snapshot() as view:
         checkpoints = view.checkpoints()
+        parked = view.parked_streams()
     statuses = []
     for c in checkpoints:
+        mine = [p for p in parked if p.projection == c.name]
+        streams = sum(1 for p in mine if p.stream_id != WHOLE_PROJECTION)
         lag = max(head - c.position, 0)
+        if any(p.stream_id == WHOLE_PROJECTION for p in mine):
+            state = FAILED
+        elif mine:
+            state = DEGRADED
+        else:
+            state = RUNNING if lag == 0 else CATCHING_UP
+        last = max(mine, key=lambda p: p.parked_at_us, default=None)
+        error = (
+            ""
+            if last is None
+            else f"position {last.position}, stream {last.stream_id or '(all)'}: {last.error}"
+        )
         statuses.append(
-            ProjectionStatus(
-                c.name,
-                c.version,
-                c.position,
-                c.updated_at_us,
-                lag,
-                RUNNING if lag == 0 else CATCHING_UP,
-                0,
-                "",
-            )
+            ProjectionStatus(c.name, c.version, c.position, c.updated_at_us, lag, state, streams, error)
         )
     return statuses

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from eventcore.errors import ApplicationError, Unregistered
-from eventcore.read_store import ReadStoreReader, ReadView
+from eventcore.read_store import WHOLE_PROJECTION, ReadStoreReader, ReadView
 
 Q = TypeVar("Q")
 R = TypeVar("R")
@@ -23,6 +23,9 @@ class QueryHandler(Generic[Q, R]):
     reads: tuple[str, ...]  # names of the projections the handler reads
     handle: Callable[[ReadView, Q], R]
     validate: Callable[[Q], None] | None = None  # raises InvalidArgument before any waiting
+    # The streams an answer depends on; None: any stream of the projections it reads. An answer
+    # depending on a parked stream is not consistent, whatever the versions say.
+    streams: Callable[[Q], tuple[str, ...]] | None = None
 
 
 class QueryResult(NamedTuple, Generic[R]):
@@ -32,6 +35,16 @@ class QueryResult(NamedTuple, Generic[R]):
     read_model_version: int
     refusal: ApplicationError | None = None
     depends_on_parked: bool = False  # the answer may miss events of a parked stream
+
+
+def _depends_on_parked(view: ReadView, handler: QueryHandler[Any, Any], query: Any) -> bool:
+    parked = [p for p in view.parked_streams() if p.projection in handler.reads]
+    if not parked:
+        return False
+    if handler.streams is None or any(p.stream_id == WHOLE_PROJECTION for p in parked):
+        return True
+    streams = set(handler.streams(query))
+    return any(p.stream_id in streams for p in parked)
 
 
 class QueryBus:
@@ -64,7 +77,8 @@ class QueryBus:
                 value = handler.handle(view, query)
             except ApplicationError as refusal:
                 return QueryResult(None, version, refusal)
-        return QueryResult(value, version)
+            parked = _depends_on_parked(view, handler, query)
+        return QueryResult(value, version, None, parked)
 
     def read_model_version(self, store: ReadStoreReader, query: object) -> int:
         """The version the query's projections have reached right now."""

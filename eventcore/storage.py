@@ -85,3 +85,18 @@ def open_changes(location: Location) -> ChangeSource:
     if isinstance(location, str) and is_postgres(location):
         return PostgresChanges(location)
     return FileChanges(Path(location))
+
+
+def open_read_store_maintainer(location: Location) -> ReadStoreWriter:
+    """A writer for the projector's operator commands (retry, skip, rebuild), beside a running projector.
+
+    SQLite: takes the read database's maintenance lock, not the projector's (one command at a time;
+    SQLite serialises the two writers' transactions). PostgreSQL: the active projector's leadership,
+    so there the commands refuse (Unavailable) while a projector is active.
+    """
+    if isinstance(location, str) and is_postgres(location):
+        store = PostgresReadStoreWriter.open(location)  # without `stop`: the leader or Unavailable
+        assert store is not None
+        return store
+
+    return SQLiteReadStoreWriter.open(Path(location), maintenance=True)

@@ -12,6 +12,7 @@ from eventcore.errors import FieldViolation, InvalidArgument, NotFound
 from eventcore.query_bus import QueryBus, QueryHandler
 from eventcore.read_store import Cursor, ReadView
 from orders.commands import check_id
+from orders.events import stream_id
 from orders.order import OrderStatus
 from orders.projections import (
     CUSTOMER_SUMMARY_NAME,
@@ -242,7 +243,9 @@ def top_products(view: ReadView, query: ListTopProducts) -> list[ProductSales]:
 def query_bus() -> QueryBus:
     bus = QueryBus()
     views = (ORDER_VIEW_NAME,)
-    bus.register(GetOrder, QueryHandler(views, get_order, validate_get_order))
+    bus.register(
+        GetOrder, QueryHandler(views, get_order, validate_get_order, lambda q: (stream_id(q.order_id),))
+    )
     bus.register(ListOrdersByCustomer, QueryHandler(views, list_by_customer, validate_by_customer))
     bus.register(ListOrdersByStatus, QueryHandler(views, list_by_status, validate_by_status))
     bus.register(

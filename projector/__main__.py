@@ -1,15 +1,24 @@
-"""python -m projector --event-store FILE --read-db FILE"""
+"""python -m projector --event-store FILE --read-db FILE [COMMAND]
+
+No command follows the log. Commands: parked, retry, skip, verify, rebuild (exit 0 on success, 1 on
+a finding or failure, 2 on a usage error).
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
 import threading
 from types import FrameType
 
+from eventcore import parking
 from eventcore.errors import StorageRefused, Unavailable
+from eventcore.projection import DEFAULT_MAX_PARKED
 from eventcore.sqlite.files import StorageLocked
+from orders.projections import PROJECTIONS
+from projector import commands
 from projector.app import Settings, run
 from servicekit import cli, metrics
 from servicekit.server import BindError
@@ -18,6 +27,20 @@ log = logging.getLogger("projector")
 
 
 def parse_args(argv: list[str] | None) -> Settings:
+    return settings_of(parse(argv))
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return Settings(
+        args.event_store,
+        args.read_db,
+        args.batch_size,
+        metrics_listen=args.metrics_listen,
+        max_parked=args.max_parked,
+    )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(
         prog="projector",
         description="Follows the event store and applies every event to the read models (order"
@@ -44,13 +67,67 @@ def parse_args(argv: list[str] | None) -> Settings:
         default="5000",
         type=cli.positive_int,
     )
+    cli.add_flag(
+        parser,
+        "--max-parked",
+        "ORDERS_MAX_PARKED",
+        "parked streams beyond which a projection stops as failed",
+        default=str(DEFAULT_MAX_PARKED),
+        type=cli.positive_int,
+    )
     metrics.add_listen_flag(parser, "ORDERS_PROJECTOR_METRICS_LISTEN")
-    args = cli.parse(parser, argv)
-    return Settings(args.event_store, args.read_db, args.batch_size, metrics_listen=args.metrics_listen)
+    add_commands(parser)
+    return cli.parse(parser, argv)
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """The operator commands; the flags above come before the command."""
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli.ArgumentParser)
+    for name, text in [
+        (
+            "parked",
+            "list parked streams: projection, stream, position, event type, since, error (exit 1 if any)",
+        ),
+        ("verify", "replay the log into scratch storage and compare row by row (exit 1 on any difference)"),
+        ("rebuild", "rebuild read models from position 0 beside the live ones, then swap them in at once"),
+    ]:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--projection", metavar="NAME", help="only this projection (default: all)")
+    retry = commands.add_parser("retry", help="apply parked events again (after a fix)")
+    retry.add_argument("--projection", metavar="NAME", required=True)
+    retry.add_argument("--stream", metavar="ID", help="only this stream (default: every parked stream)")
+    skip = commands.add_parser("skip", help="drop a parked stream's failing event on purpose (recorded)")
+    skip.add_argument("--projection", metavar="NAME", required=True)
+    skip.add_argument("--stream", metavar="ID", required=True)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """One operator command; its exit code."""
+    if args.command == "parked":
+        return commands.parked(args.read_db, PROJECTIONS, args.projection)
+    if args.command == "retry":
+        return commands.retry(args.event_store, args.read_db, PROJECTIONS, args.projection, args.stream)
+    if args.command == "skip":
+        return commands.skip(args.event_store, args.read_db, PROJECTIONS, args.projection, args.stream)
+    if args.command == "verify":
+        return commands.verify_command(
+            args.event_store, args.read_db, PROJECTIONS, args.projection, args.batch_size
+        )
+    raise AssertionError(f"unknown command {args.command}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
+    args = parse(argv)
+    if args.command is not None:
+        try:
+            return run_command(args)
+        except commands.UnknownProjection as error:
+            log.error("%s", error)
+            return 2
+        except (parking.NotParked, FileNotFoundError, StorageLocked, StorageRefused, Unavailable) as error:
+            log.error("%s", error)
+            return 1
+    settings = settings_of(args)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from eventcore.changes import ChangeSignal
 from eventcore.errors import Unavailable
 from eventcore.event_store import EventLogReader
-from eventcore.projection import ProjectionRunner
+from eventcore.projection import DEFAULT_MAX_PARKED, ProjectionRunner
 from eventcore.storage import Location, open_changes, open_event_log_reader, open_read_store_writer
 from orders.events import order_codec
-from orders.projections import PROJECTIONS, ProjectionInconsistency
+from orders.projections import PROJECTIONS
 from servicekit.metrics import Metrics, read_side_state
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Settings:
     idle_look: float = 1.0  # seconds an idle projector waits for an announcement before it looks
     retry_interval: float = 1.0  # seconds before retrying after a failed batch
     metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
+    max_parked: int = DEFAULT_MAX_PARKED  # parked streams beyond which a projection fails
 
 
 def wait_for_event_store(
@@ -40,7 +41,7 @@ def wait_for_event_store(
     announced = False
     while not stop.is_set():
         try:
-            return open_event_log_reader(path, order_codec())
+            return open_event_log_reader(path, order_codec().deferred())
         except FileNotFoundError as missing:
             if not announced:
                 log.info("waiting for the write service to create it: %s", missing)
@@ -72,7 +73,9 @@ def project(settings: Settings, stop: threading.Event) -> None:
         if log_reader is None:
             return
         try:
-            runner = ProjectionRunner(log_reader, store, PROJECTIONS, settings.batch_size)
+            runner = ProjectionRunner(
+                log_reader, store, PROJECTIONS, settings.batch_size, max_parked=settings.max_parked
+            )
             runner.prepare()
             log.info("projecting from positions %s", runner.positions)
             follow(runner, settings, stop, changes)
@@ -97,7 +100,7 @@ def follow(
     while not stop.is_set():
         try:
             applied = runner.run_once()
-        except (Unavailable, ProjectionInconsistency) as error:
+        except Unavailable as error:
             log.error("batch after positions %s failed, retrying: %s", runner.positions, error)
             stop.wait(settings.retry_interval)
             continue

@@ -69,11 +69,14 @@ def open_migrated_reader(path: str | Path, schema: str, what: str) -> sqlite3.Co
 
 
 def open_locked_writer(
-    path: str | Path, schema: str, synchronous: Synchronous
+    path: str | Path, schema: str, synchronous: Synchronous, lock_name: str = "writer"
 ) -> tuple[sqlite3.Connection, WriterSession]:
     """Take the file's writer lock, open it for writing, apply pending migrations, and hand WAL
-    checkpoints to a background thread so that no commit of the writer ever pays for one."""
-    lock = WriterLock.acquire(path)
+    checkpoints to a background thread so that no commit of the writer ever pays for one.
+
+    `lock_name` "maintenance" takes a second lock instead, for an operator command writing beside
+    the running writer (SQLite serialises the two connections' transactions)."""
+    lock = WriterLock.acquire(path, lock_name)
     try:
         connection = open_for_writing(path, synchronous)
         migrate(connection, schema)
@@ -208,14 +211,15 @@ class WriterLock:
     _offset: int = 0
 
     @classmethod
-    def acquire(cls, database: str | Path) -> WriterLock:
-        lock_path = writer_lock_path(database)
+    def acquire(cls, database: str | Path, name: str = "writer") -> WriterLock:
+        lock_path = writer_lock_path(database) if name == "writer" else Path(f"{database}.{name}-lock")
         handle = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise StorageLocked(f"{database} is already opened for writing by another process") from None
+            whom = "another process" if name == "writer" else f"another process ({name})"
+            raise StorageLocked(f"{database} is already opened for writing by {whom}") from None
         handle.seek(0)
         handle.truncate()
         pid_line = f"{os.getpid()}\n"

@@ -246,13 +246,18 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
         self._session = session
 
     @classmethod
-    def open(cls, path: str | Path, synchronous: Synchronous = Synchronous.NORMAL) -> SQLiteReadStoreWriter:
-        """Create or upgrade the file and take the writer lock.
+    def open(
+        cls, path: str | Path, synchronous: Synchronous = Synchronous.NORMAL, maintenance: bool = False
+    ) -> SQLiteReadStoreWriter:
+        """Create or upgrade the file and take the writer lock (`maintenance`: the operator
+        commands' lock, held beside a running projector's).
 
         NORMAL is safe here: the checkpoint commits with the rows, so a commit lost to a power
         failure is simply projected again from the event store.
         """
-        connection, session = open_locked_writer(path, SCHEMA, synchronous)
+        connection, session = open_locked_writer(
+            path, SCHEMA, synchronous, "maintenance" if maintenance else "writer"
+        )
         return cls(connection, Path(path), session)
 
     def checkpoints(self) -> dict[str, Checkpoint]:

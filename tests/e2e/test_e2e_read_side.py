@@ -3,11 +3,14 @@ events no projection knows, streams a handler fails on (parked, retried, skipped
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from e2e_support import Trio, create_request, item, unique
+from e2e_support import Trio, create_request, item, run_cli, unique
 
 from orders_api.v1 import orders_pb2 as pb
 
@@ -63,3 +66,119 @@ def test_product_sales_catch_up_on_a_read_database_that_holds_only_the_first_two
     assert "rebuilding" not in log, log  # the two existing read models carried on from their checkpoints
     order_view = projection(trio, "order_view")
     assert order_view is not None and order_view.position == head
+
+
+def insert_event(
+    events_db: Path, stream: str, version: int, type_name: str, payload: dict[str, object]
+) -> int:
+    """Append a row to the log by hand, as a newer writer (or a damaged one) would have; its position."""
+    connection = sqlite3.connect(events_db, timeout=10)
+    try:
+        with connection:
+            (head,) = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+            metadata = {
+                "event_id": unique("ev"),
+                "command_id": "",
+                "recorded_at": "2026-01-01T00:00:00.000000Z",
+            }
+            connection.execute(
+                "INSERT INTO events (position, stream_id, stream_version, type, schema_version, payload,"
+                " metadata) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (head + 1, stream, version, type_name, json.dumps(payload), json.dumps(metadata)),
+            )
+        return int(head) + 1
+    finally:
+        connection.close()
+
+
+def projector_cli(trio: Trio, *command: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--event-store", str(trio.events_db), "--read-db", str(trio.read_db)]
+    return run_cli("projector", [*flags, *command], timeout=60)
+
+
+def test_unknown_types_pass_and_a_failing_stream_is_parked_retried_and_skipped(
+    make_trio: Callable[..., Trio],
+) -> None:
+    trio = make_trio()
+    trio.start_all()
+    customer = unique("cust")
+    before = trio.commands.CreateOrder(create_request(unique("o"), customer_id=customer), timeout=10)
+    trio.write.stop()
+    unknown = insert_event(trio.events_db, "gift-1", 1, "OrderGiftWrapped", {"order_id": "x", "paper": "red"})
+    ghost = insert_event(trio.events_db, "order-ghost", 1, "OrderConfirmed", {"order_id": "ghost"})
+    trio.start_write()
+    after_id = unique("o")
+    after = trio.commands.CreateOrder(create_request(after_id, customer_id=customer), timeout=10)
+    assert after.position == ghost + 1 == unknown + 2 == before.position + 3
+    status = trio.wait_projected(after.position)
+
+    # every other event is projected; the projector keeps running
+    order = trio.queries.GetOrder(
+        pb.GetOrderRequest(order_id=after_id, min_position=after.position), timeout=10
+    )
+    assert order.consistency.is_consistent  # this order's stream is not parked
+    summary = trio.queries.GetCustomerSummary(pb.GetCustomerSummaryRequest(customer_id=customer), timeout=10)
+    assert summary.summary.order_count == 2
+    assert not summary.consistency.is_consistent  # the summary may miss a parked stream's events
+    states = {p.name: p for p in status.projections}
+    assert states["order_view"].state == "degraded" and states["order_view"].parked_streams == 1
+    assert f"position {ghost}, stream order-ghost" in states["order_view"].last_error
+    assert states["product_sales"].state == "running"  # confirmations are not its business
+    assert trio.projector.alive()
+    log = trio.projector.stderr_text()
+    assert log.count("OrderGiftWrapped") == 1, log  # logged once
+    assert log.count("parked stream order-ghost") == 2, log  # once per projection it failed
+
+    listed = projector_cli(trio, "parked")
+    assert listed.returncode == 1, listed
+    lines = listed.stdout.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["customer_summary", "order-ghost", str(ghost)],
+        ["order_view", "order-ghost", str(ghost)],
+    ]
+    assert "ProjectionInconsistency" in lines[0]
+
+    retried = projector_cli(trio, "retry", "--projection", "order_view", "--stream", "order-ghost")
+    assert retried.returncode == 1 and "parked again" in retried.stdout, retried  # still no such order
+    skipped = projector_cli(trio, "skip", "--projection", "order_view", "--stream", "order-ghost")
+    assert skipped.returncode == 0, skipped
+    only = projector_cli(trio, "parked", "--projection", "order_view")
+    assert (only.returncode, only.stdout) == (0, "no parked streams\n")
+    assert (
+        projector_cli(trio, "skip", "--projection", "customer_summary", "--stream", "order-ghost").returncode
+        == 0
+    )
+    assert projector_cli(trio, "parked").returncode == 0
+    connection = sqlite3.connect(trio.read_db)
+    try:
+        recorded = connection.execute("SELECT projection, stream_id, position FROM skipped_events").fetchall()
+    finally:
+        connection.close()
+    assert sorted(recorded) == [
+        ("customer_summary", "order-ghost", ghost),
+        ("order_view", "order-ghost", ghost),
+    ]
+    assert projector_cli(trio, "retry", "--projection", "nope").returncode == 2
+
+    state = projection(trio, "order_view")
+    assert state is not None and (state.state, state.parked_streams) == ("running", 0)
+    summary = trio.queries.GetCustomerSummary(pb.GetCustomerSummaryRequest(customer_id=customer), timeout=10)
+    assert summary.consistency.is_consistent
+
+    # verify: equal after the skips; then a row edited and one deleted by hand are named
+    verified = projector_cli(trio, "verify")
+    assert verified.returncode == 0, verified
+    connection = sqlite3.connect(trio.read_db, timeout=10)
+    try:
+        with connection:
+            connection.execute(
+                "UPDATE rm_customers SET doc = json_set(doc, '$.order_count', 99) WHERE key = ?", (customer,)
+            )
+            connection.execute("DELETE FROM rm_orders WHERE key = ?", (after_id,))
+    finally:
+        connection.close()
+    verified = projector_cli(trio, "verify")
+    assert verified.returncode == 1, verified
+    assert f"customer_summary: customers '{customer}' differs" in verified.stdout, verified.stdout
+    assert f"order_view: orders '{after_id}' is missing" in verified.stdout, verified.stdout
+    assert "product_sales: compared at position" in verified.stdout and "OK" in verified.stdout
