@@ -37,6 +37,24 @@ def parse_args(argv: list[str] | None) -> Settings:
         type=cli.positive_float,
         metavar="SECONDS",
     )
+    cli.add_flag(
+        parser,
+        "--max-lag",
+        "ORDERS_MAX_LAG",
+        "events a projection may lag behind the head for --max-lag-seconds before health says NOT_SERVING",
+        default="10000",
+        type=cli.positive_int,
+        metavar="EVENTS",
+    )
+    cli.add_flag(
+        parser,
+        "--max-lag-seconds",
+        "ORDERS_MAX_LAG_SECONDS",
+        "how long a lag above --max-lag is tolerated before health says NOT_SERVING",
+        default="30",
+        type=cli.positive_float,
+        metavar="SECONDS",
+    )
     cli.add_grace(parser)
     metrics.add_listen_flag(parser, "ORDERS_READ_METRICS_LISTEN")
     args = cli.parse(parser, argv)
@@ -47,6 +65,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         args.max_wait,
         args.grace,
         metrics_listen=args.metrics_listen,
+        max_lag=args.max_lag,
+        max_lag_seconds=args.max_lag_seconds,
     )
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
+from eventcore.errors import Unavailable
 from eventcore.event_store import EventLogReader
+from eventcore.lag_health import LagHealth
 from eventcore.live import LiveFeed
+from eventcore.projection_status import projection_statuses
 from eventcore.read_path import PositionWatch, ReadPath
 from eventcore.storage import Location, open_changes
 from eventcore.subscriptions import Subscriptions
@@ -36,6 +40,9 @@ class Settings:
     ready_poll: float = 0.1  # seconds between looks for the files before they exist
     metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
     live_window: int = 10_000  # newest events kept for live subscribers; slower ones fall behind
+    max_lag: int = 10_000  # events a projection may lag ...
+    max_lag_seconds: float = 30.0  # ... for this long before health says NOT_SERVING
+    health_interval: float = 0.5  # seconds between looks at the projections' lag
 
 
 class ReadService(ServerProcess):
@@ -64,6 +71,7 @@ class ReadService(ServerProcess):
         )
         self._readiness: asyncio.Task[None] | None = None
         self._closed = False
+        self.lag_health = LagHealth(settings.max_lag, settings.max_lag_seconds)
 
     async def start(self) -> str:
         if self.settings.metrics_listen:
@@ -77,6 +85,27 @@ class ReadService(ServerProcess):
         while not self.storage.try_open():
             await asyncio.sleep(self.settings.ready_poll)
         await self.host.set_serving(True)
+        await self._follow_lag()
+
+    async def _follow_lag(self) -> None:
+        """Health follows the projections: NOT_SERVING while one failed or lags too long."""
+        serving = True
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            try:
+                storage = self.storage.get()
+                statuses = projection_statuses(storage.read_model, storage.events.head_position())
+            except Unavailable as error:  # the files' own trouble is answered per query
+                log.debug("lag health not checked: %s", error)
+                continue
+            reason = self.lag_health.verdict(statuses, time.monotonic())
+            if (not reason) != serving:
+                serving = not reason
+                if serving:
+                    log.info("health SERVING: the projections recovered")
+                else:
+                    log.warning("health NOT_SERVING: %s", reason)
+                await self.host.set_serving(serving)
 
     async def stop(self) -> None:
         """Finish in-flight queries, then close the files. Idempotent."""

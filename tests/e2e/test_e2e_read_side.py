@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_support import Trio, create_request, item, run_cli, unique
+from e2e_support import Trio, create_request, health, item, run_cli, unique, wait_for
+from grpc_health.v1 import health_pb2
 
 from orders_api.v1 import orders_pb2 as pb
 
 pytestmark = pytest.mark.e2e
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def projection(trio: Trio, name: str) -> pb.ProjectionState | None:
@@ -182,3 +187,43 @@ def test_unknown_types_pass_and_a_failing_stream_is_parked_retried_and_skipped(
     assert f"customer_summary: customers '{customer}' differs" in verified.stdout, verified.stdout
     assert f"order_view: orders '{after_id}' is missing" in verified.stdout, verified.stdout
     assert "product_sales: compared at position" in verified.stdout and "OK" in verified.stdout
+
+
+def serving(trio: Trio) -> int:
+    return health(trio.read_channel(), "orders.v1.OrderQueryService")
+
+
+def test_health_follows_lag_and_failed_projections(
+    make_trio: Callable[..., Trio], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDERS_MAX_PARKED", "1")  # the projector's --max-parked
+    trio = make_trio(read_args=["--max-lag", "5", "--max-lag-seconds", "1"])
+    trio.start_all()
+    trio.projector.stop()
+    for _ in range(8):
+        trio.commands.CreateOrder(create_request(unique("o")), timeout=10)
+    time.sleep(0.5)
+    assert serving(trio) == SERVING  # lagging, but not for long yet
+    wait_for(lambda: serving(trio) == NOT_SERVING, 15, "NOT_SERVING after a long lag")
+    trio.start_projector()
+    wait_for(lambda: serving(trio) == SERVING, 30, "SERVING once caught up")
+
+    trio.write.stop()
+    first = insert_event(trio.events_db, "order-ghost-1", 1, "OrderConfirmed", {"order_id": "ghost-1"})
+    insert_event(trio.events_db, "order-ghost-2", 1, "OrderConfirmed", {"order_id": "ghost-2"})
+    wait_for(lambda: serving(trio) == NOT_SERVING, 30, "NOT_SERVING once a projection failed")
+    state = projection(trio, "order_view")
+    assert state is not None and state.state == "failed" and "more than 1 streams parked" in state.last_error
+    product_sales = projection(trio, "product_sales")
+    assert product_sales is not None and product_sales.state == "running"
+
+    # one stream skipped, the projection resumed: the second ghost parks alone (degraded, serving)
+    for projection_name in ("order_view", "customer_summary"):
+        skipped = projector_cli(trio, "skip", "--projection", projection_name, "--stream", "order-ghost-1")
+        assert skipped.returncode == 0, skipped
+        resumed = projector_cli(trio, "retry", "--projection", projection_name)
+        assert resumed.returncode == 0, resumed
+    wait_for(lambda: serving(trio) == SERVING, 30, "SERVING once no projection failed")
+    state = projection(trio, "order_view")
+    assert state is not None and (state.state, state.parked_streams) == ("degraded", 1)
+    assert state.position == first + 1

@@ -1,5 +1,6 @@
 """The parking rules: a failing handler parks its stream for its projection only; the rest go on;
-retry and skip resolve a park; too many parks fail the projection; unknown event types pass."""
+retry and skip resolve a park; too many parks fail the projection; unknown event types pass; and
+the lag health that follows from the projections' state."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from eventcore import parking
 from eventcore.codec import EventCodec
 from eventcore.events import PendingAppend
 from eventcore.memory.event_store import InMemoryEventStore
+from eventcore.lag_health import LagHealth
 from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import Projection, ProjectionRunner
+from eventcore.projection_status import ProjectionStatus
 from eventcore.read_store import WHOLE_PROJECTION, Collection, UnitOfWork
 from eventcore.verify import verify
 from orders import queries
@@ -195,3 +198,16 @@ def test_only_handled_types_are_decoded(deferred_store: InMemoryEventStore) -> N
     finally:
         OrderConfirmed.from_payload = classmethod(original)  # type: ignore[method-assign, assignment]
     assert decoded == []  # product sales never needs a confirmation decoded
+
+
+def test_lag_health_turns_only_after_the_grace_and_on_failure() -> None:
+    def status(lag: int, state: str = "catching_up") -> list[ProjectionStatus]:
+        return [ProjectionStatus("v", 1, 0, 0, lag, state, 0, "boom" if state == "failed" else "")]
+
+    health = LagHealth(max_lag=10, max_lag_seconds=5)
+    assert health.verdict(status(11), now=100) == ""  # a burst: not yet
+    assert health.verdict(status(50), now=104) == ""
+    assert "50 events behind" in health.verdict(status(50), now=105.5)
+    assert health.verdict(status(3), now=106) == ""  # recovered
+    assert health.verdict(status(11), now=107) == ""  # the grace starts again
+    assert "failed: boom" in health.verdict(status(0, "failed"), now=107)
