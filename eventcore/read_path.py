@@ -87,6 +87,11 @@ class PositionWatch:
         self._waiters: list[_Waiter] = []
         self._poller: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """How many calls wait for a position now."""
+        return len(self._waiters)
+
     async def wait_for(self, position: int, projections: tuple[str, ...], timeout: float | None) -> int:
         """The version the projections reached once it is >= position.
 
@@ -202,6 +207,12 @@ class ReadPath:
             if changed(last_value, answer.value):
                 last_value = answer.value
                 yield answer
+
+    async def after(self, query: object, version: int) -> Answer[Any]:
+        """The query's answer once its read models have moved past `version`, however long that
+        takes: how a watch asks what changed since its last answer."""
+        await self._watch.wait_for(version + 1, self._bus.handler_for(query).reads, None)
+        return self._answer(self._sources(), query, None)
 
     def _answer(self, sources: ReadSources, query: object, versions: VersionSink | None) -> Answer[Any]:
         head = sources.events.head_position()

@@ -24,6 +24,7 @@ class OrderDocument(TypedDict):
     total: int
     version: int
     created_position: int  # orders the lists, newest first
+    changed_position: int  # of the order's last event: what a customer's watch asks for
     created_at: int  # microseconds since the epoch; 0 means "not yet"
     confirmed_at: int
     shipped_at: int
@@ -48,6 +49,7 @@ ORDERS = Collection(
     indexes=(
         Index("by_customer", equals=("customer_id",), order_by="created_position"),
         Index("by_status", equals=("status",), order_by="created_position"),
+        Index("by_customer_changes", equals=("customer_id",), order_by="changed_position"),
     ),
 )
 CUSTOMERS = Collection("customers")
@@ -84,6 +86,7 @@ def _order_created(work: UnitOfWork, event: RecordedEvent) -> None:
         "total": data.total,
         "version": event.stream_version,
         "created_position": event.position,
+        "changed_position": event.position,
         "created_at": event.recorded_at_us,
         "confirmed_at": 0,
         "shipped_at": 0,
@@ -99,7 +102,12 @@ def _order_moved(status: OrderStatus, moment: str, details: Callable[[Any], dict
 
     def moved(work: UnitOfWork, event: RecordedEvent) -> None:
         document = _existing(work, ORDERS, event.data.order_id, event)
-        document.update(details(event.data), status=status.value, version=event.stream_version)
+        document.update(
+            details(event.data),
+            status=status.value,
+            version=event.stream_version,
+            changed_position=event.position,
+        )
         document[moment] = event.recorded_at_us
         work.put(ORDERS, event.data.order_id, document)
 
@@ -117,7 +125,7 @@ _order_cancelled = _order_moved(
 
 ORDER_VIEW = Projection(
     ORDER_VIEW_NAME,
-    version=1,
+    version=2,  # 2: changed_position and its index by customer
     collections=(ORDERS,),
     handlers={
         OrderCreated: _order_created,

@@ -57,6 +57,14 @@ class ListOrdersByCustomer:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerOrdersChanged:
+    """The customer's orders created or changed by events after `after_position` (for watches)."""
+
+    customer_id: str
+    after_position: int
+
+
+@dataclass(frozen=True, slots=True)
 class ListOrdersByStatus:
     status: OrderStatus | None
     page_size: int = 0
@@ -148,6 +156,12 @@ def validate_by_customer(query: ListOrdersByCustomer) -> None:
         decode_page_token(query.page_token, "by_customer", query.customer_id)
 
 
+def validate_changed(query: CustomerOrdersChanged) -> None:
+    violations: list[FieldViolation] = []
+    check_id("customer_id", query.customer_id, violations)
+    _raise(violations)
+
+
 def validate_by_status(query: ListOrdersByStatus) -> None:
     if query.status is None:
         raise InvalidArgument([FieldViolation("status", "must name a status, not UNSPECIFIED")])
@@ -181,6 +195,19 @@ def _list(view: ReadView, index: str, key: str, size: int, token: str) -> OrderP
 
 def list_by_customer(view: ReadView, query: ListOrdersByCustomer) -> OrderPage:
     return _list(view, "by_customer", query.customer_id, query.page_size, query.page_token)
+
+
+def customer_orders_changed(view: ReadView, query: CustomerOrdersChanged) -> list[OrderDocument]:
+    """In the order of their changes, oldest first; every one, however many."""
+    changed: list[Any] = []
+    cursor: Cursor | None = None
+    while True:
+        page = view.page(ORDERS, "by_customer_changes", (query.customer_id,), cursor, MAX_PAGE_SIZE)
+        fresh = [d for d in page.documents if d["changed_position"] > query.after_position]
+        changed += fresh
+        if page.next_cursor is None or len(fresh) < len(page.documents):
+            return changed[::-1]
+        cursor = page.next_cursor
 
 
 def list_by_status(view: ReadView, query: ListOrdersByStatus) -> OrderPage:
@@ -248,6 +275,7 @@ def query_bus() -> QueryBus:
     )
     bus.register(ListOrdersByCustomer, QueryHandler(views, list_by_customer, validate_by_customer))
     bus.register(ListOrdersByStatus, QueryHandler(views, list_by_status, validate_by_status))
+    bus.register(CustomerOrdersChanged, QueryHandler(views, customer_orders_changed, validate_changed))
     bus.register(
         GetCustomerSummary,
         QueryHandler((CUSTOMER_SUMMARY_NAME,), customer_summary, validate_customer_summary),

@@ -4,6 +4,7 @@ attaching the read-model and event-store versions to every answer, errors includ
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from orders_api.v1 import orders_pb2_grpc
 from read_service.storage import StorageSlot
 from servicekit.protobuf import optional_timestamp
 from servicekit.status import CallTracker, TrackedServicer, grpc_method
+from servicekit.streams import grpc_stream
 
 _STATUS_TO_PB = {
     OrderStatus.PENDING.value: pb.ORDER_STATUS_PENDING,
@@ -189,3 +191,27 @@ class OrderQueryServicer(TrackedServicer, orders_pb2_grpc.OrderQueryServiceServi
             projections=[projection_state(s) for s in projection_statuses(storage.read_model, head)],
             event_store_version=head,
         )
+
+    @grpc_stream
+    async def WatchOrder(
+        self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GetOrderResponse]:
+        query = queries.GetOrder(request.order_id)
+        async for answer in self._path.watch(query, request.min_position, context.time_remaining()):
+            yield pb.GetOrderResponse(order=order_view(answer.value), consistency=consistency(answer))
+
+    @grpc_stream
+    async def WatchCustomerOrders(
+        self, request: pb.WatchCustomerOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchCustomerOrdersResponse]:
+        """The newest orders first, then each order as the events of the following answers change it."""
+        current = queries.ListOrdersByCustomer(request.customer_id, queries.MAX_PAGE_SIZE)
+        answer = await self._path.ask(current, request.min_position, context.time_remaining())
+        documents = answer.value.orders
+        while True:
+            versions = consistency(answer)
+            for document in documents:
+                yield pb.WatchCustomerOrdersResponse(order=order_summary(document), consistency=versions)
+            changed = queries.CustomerOrdersChanged(request.customer_id, answer.read_model_version)
+            answer = await self._path.after(changed, answer.read_model_version)
+            documents = answer.value

@@ -142,3 +142,31 @@ def test_page_size_defaults_to_50_and_stops_at_500(
     assert len(page.orders) == served
     assert page.orders[0]["order_id"] == "o-600"
     assert page.next_page_token != ""
+
+
+async def test_a_customers_changes_are_found_however_old_the_order(
+    bus: CommandBus, runner: ProjectionRunner, read_store: InMemoryReadStoreWriter
+) -> None:
+    """What WatchCustomerOrders asks after its first page: older orders than the newest 500 count too."""
+    for i in range(600):
+        await bus.dispatch(create(f"a-{i:03}", "cust-1"))
+    await bus.dispatch(create("b-1", "cust-2"))
+    runner.run_until_idle()
+    since = read_store.checkpoints()["order_view"].position
+    await bus.dispatch(confirm("a-000"))
+    await bus.dispatch(create("a-600", "cust-1"))
+    await bus.dispatch(confirm("b-1"))
+    await bus.dispatch(confirm("a-300"))
+    runner.run_until_idle()
+    changed = (
+        queries.query_bus().ask(read_store.reader(), queries.CustomerOrdersChanged("cust-1", since)).value
+    )
+    assert [(d["order_id"], d["status"]) for d in changed] == [
+        ("a-000", OrderStatus.CONFIRMED.value),
+        ("a-600", OrderStatus.PENDING.value),
+        ("a-300", OrderStatus.CONFIRMED.value),
+    ]
+    everything = (
+        queries.query_bus().ask(read_store.reader(), queries.CustomerOrdersChanged("cust-1", 0)).value
+    )
+    assert len(everything) == 601
