@@ -100,7 +100,11 @@ async def test_get_projection_status(commands: Commands, queries: Queries, proje
         "customer_summary": 3,
         "product_sales": 3,
     }
-    assert {(p.state, p.lag, p.version) for p in answer.projections} == {("catching_up", 1, 1)}
+    assert {(p.name, p.state, p.lag, p.version) for p in answer.projections} == {
+        ("order_view", "catching_up", 1, 2),
+        ("customer_summary", "catching_up", 1, 1),
+        ("product_sales", "catching_up", 1, 1),
+    }
     for p in answer.projections:
         assert before - 1 <= p.updated_at.ToMicroseconds() / 1e6 <= time.time() + 1
 
