@@ -10,7 +10,7 @@ EVENT_STORE ?= $(DATA_DIR)/events.db
 READ_DB     ?= $(DATA_DIR)/read.db
 STAMP      := $(VENV)/.installed
 
-.PHONY: help install proto run write projector read test lint bench bench-peer soak soak-postgres clean
+.PHONY: help install proto run write projector rebuild read test lint bench bench-peer soak soak-postgres clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -43,6 +43,9 @@ write: $(STAMP) proto | $(DATA_DIR)  ## start the write service alone
 
 projector: $(STAMP) proto | $(DATA_DIR)  ## start the projector alone
 	$(PY) -m projector --event-store $(EVENT_STORE) --read-db $(READ_DB)
+
+rebuild: $(STAMP) proto | $(DATA_DIR)  ## rebuild the read models beside the live ones and swap them in (PROJECTION=name for one)
+	$(PY) -m projector --event-store $(EVENT_STORE) --read-db $(READ_DB) rebuild $(if $(PROJECTION),--projection $(PROJECTION))
 
 read: $(STAMP) proto | $(DATA_DIR)  ## start the read service alone
 	$(PY) -m read_service --listen $(READ_ADDR) --read-db $(READ_DB) --event-store $(EVENT_STORE)

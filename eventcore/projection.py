@@ -157,6 +157,14 @@ class ProjectionRunner:
     def positions(self) -> dict[str, int]:
         return dict(self._positions)
 
+    @property
+    def log_reader(self) -> EventLogReader:
+        return self._log
+
+    @property
+    def store(self) -> ReadStoreWriter:
+        return self._store
+
     def run_once(self, until: int | None = None) -> int:
         """Apply the next batch of events (none beyond `until`); returns how many new events it
         held (0 when idle, or when every projection failed)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from eventcore.read_store import WHOLE_PROJECTION, ReadStoreReader
+from eventcore.rebuild import is_shadow, live_name
 
 RUNNING = "running"
 CATCHING_UP = "catching_up"
@@ -32,13 +33,17 @@ def projection_statuses(reader: ReadStoreReader, head: int) -> list[ProjectionSt
     """The status of every projection in the read store, by name.
 
     failed: it stopped as a whole (too many parked streams); degraded: some streams are parked;
-    catching_up: behind the head; running: at the head.
+    rebuilding: a replacement is being built beside it; catching_up: behind the head; running: at
+    the head. A rebuild's shadow is not listed on its own.
     """
     with reader.snapshot() as view:
         checkpoints = view.checkpoints()
         parked = view.parked_streams()
+    rebuilding = {live_name(c.name) for c in checkpoints if is_shadow(c.name)}
     statuses = []
     for c in checkpoints:
+        if is_shadow(c.name):  # a rebuild's shadow shows as its projection's state
+            continue
         mine = [p for p in parked if p.projection == c.name]
         streams = sum(1 for p in mine if p.stream_id != WHOLE_PROJECTION)
         lag = max(head - c.position, 0)
@@ -46,6 +51,8 @@ def projection_statuses(reader: ReadStoreReader, head: int) -> list[ProjectionSt
             state = FAILED
         elif mine:
             state = DEGRADED
+        elif c.name in rebuilding:
+            state = REBUILDING
         else:
             state = RUNNING if lag == 0 else CATCHING_UP
         last = max(mine, key=lambda p: p.parked_at_us, default=None)

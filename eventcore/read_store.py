@@ -249,6 +249,17 @@ class ReadStoreWriter(ABC):
         """Everything written inside commits together, or not at all when the block raises."""
 
     @abstractmethod
+    def replace(
+        self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
+    ) -> bool:
+        """Swap a rebuilt projection in (blue-green), if its checkpoint has reached the live one's.
+
+        In one transaction: each live collection of `collections` (live, shadow) pairs is dropped and
+        its shadow takes its place; the shadow's checkpoint and parked streams become the live
+        projection's, at `version`. Returns False, changing nothing, while the shadow is behind.
+        """
+
+    @abstractmethod
     def reader(self) -> ReadStoreReader:
         """A reader over the same store (for tests and tools)."""
 

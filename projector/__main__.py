@@ -113,7 +113,28 @@ def run_command(args: argparse.Namespace) -> int:
         return commands.verify_command(
             args.event_store, args.read_db, PROJECTIONS, args.projection, args.batch_size
         )
+    if args.command == "rebuild":
+        stop = threading.Event()
+        _stop_on_signals(stop)
+        return commands.rebuild(
+            args.event_store,
+            args.read_db,
+            PROJECTIONS,
+            args.projection,
+            args.batch_size,
+            args.max_parked,
+            stop.is_set,
+        )
     raise AssertionError(f"unknown command {args.command}")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested (%s): finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,13 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     settings = settings_of(args)
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested (%s): finishing the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    _stop_on_signals(stop)
     try:
         run(settings, stop)
     except (

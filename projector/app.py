@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eventcore.changes import ChangeSignal
 from eventcore.errors import Unavailable
 from eventcore.event_store import EventLogReader
-from eventcore.projection import DEFAULT_MAX_PARKED, ProjectionRunner
+from eventcore.projection import DEFAULT_MAX_PARKED, Projection, ProjectionRunner
+from eventcore.read_store import ReadStoreWriter
+from eventcore.rebuild import Rebuild, skips_of
 from eventcore.storage import Location, open_changes, open_event_log_reader, open_read_store_writer
 from orders.events import order_codec
 from orders.projections import PROJECTIONS
@@ -73,12 +76,23 @@ def project(settings: Settings, stop: threading.Event) -> None:
         if log_reader is None:
             return
         try:
-            runner = ProjectionRunner(
-                log_reader, store, PROJECTIONS, settings.batch_size, max_parked=settings.max_parked
-            )
-            runner.prepare()
+            stored = store.checkpoints()
+            changed = [p for p in PROJECTIONS if p.name in stored and stored[p.name].version != p.version]
+            rebuilds = [
+                Rebuild(log_reader, store, p, settings.batch_size, settings.max_parked, skips_of(store))
+                for p in changed
+            ]
+            for p in changed:
+                log.info(
+                    "projection %s changed from version %d to %d: rebuilding it from position 0 beside"
+                    " the old one, which keeps answering until the new one has caught up",
+                    p.name,
+                    stored[p.name].version,
+                    p.version,
+                )
+            runner = _runner(log_reader, store, settings, [p for p in PROJECTIONS if p not in changed])
             log.info("projecting from positions %s", runner.positions)
-            follow(runner, settings, stop, changes)
+            runner = follow(runner, settings, stop, changes, rebuilds)
             log.info("stopped at positions %s", runner.positions)
         finally:
             log_reader.close()
@@ -93,16 +107,43 @@ def _wake_on_stop(stop: threading.Event, changes: ChangeSignal) -> None:
     changes.wake()
 
 
+def _runner(
+    log_reader: EventLogReader, store: ReadStoreWriter, settings: Settings, projections: list[Projection]
+) -> ProjectionRunner:
+    runner = ProjectionRunner(
+        log_reader, store, projections, settings.batch_size, max_parked=settings.max_parked
+    )
+    runner.prepare()
+    return runner
+
+
 def follow(
-    runner: ProjectionRunner, settings: Settings, stop: threading.Event, changes: ChangeSignal
-) -> None:
-    """Apply batches until stop is set; a failing batch is logged and retried, never skipped."""
+    runner: ProjectionRunner,
+    settings: Settings,
+    stop: threading.Event,
+    changes: ChangeSignal,
+    rebuilds: Sequence[Rebuild] = (),
+) -> ProjectionRunner:
+    """Apply batches until stop is set; a failing batch is logged and retried, never skipped.
+
+    Rebuilds (of projections whose version changed) take a batch after each live batch; once the
+    last has swapped in, the runner takes every projection again. Returns the runner in use.
+    """
+    pending = list(rebuilds)
     while not stop.is_set():
         try:
             applied = runner.run_once()
+            for rebuild in list(pending):
+                before = rebuild.position
+                if rebuild.step():
+                    pending.remove(rebuild)
+                    if not pending:
+                        runner = _runner(runner.log_reader, runner.store, settings, list(PROJECTIONS))
+                applied += rebuild.position - before
         except Unavailable as error:
             log.error("batch after positions %s failed, retrying: %s", runner.positions, error)
             stop.wait(settings.retry_interval)
             continue
         if applied == 0:
             changes.wait(settings.idle_look)
+    return runner

@@ -1,4 +1,4 @@
-"""The projector's operator commands: parked, retry, skip, verify (and rebuild, see rebuild.py).
+"""The projector's operator commands: parked, retry, skip, verify, rebuild.
 
 Each returns its exit code: 0 on success, 1 on a finding (a parked stream, a difference) or a
 failure. `parked` and `verify` only read; `retry` and `skip` write beside a running projector
@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 from eventcore import parking
 from eventcore.event_store import EventLogReader
 from eventcore.projection import Projection
 from eventcore.read_store import WHOLE_PROJECTION, ReadStoreWriter
+from eventcore.rebuild import Rebuild, skips_of
 from eventcore.storage import (
     Location,
     open_event_log_reader,
@@ -112,6 +114,37 @@ def skip(
     return _report([resolution], "skipped its failing event", out)
 
 
+def rebuild(
+    event_store: Location,
+    read_db: Location,
+    projections: Sequence[Projection],
+    name: str | None,
+    batch_size: int,
+    max_parked: int,
+    stopped: Callable[[], bool],
+    out: TextIO = sys.stdout,
+) -> int:
+    """Rebuild each chosen projection beside the live one and swap it in; 1 if stopped first."""
+    selected = chosen(projections, name)
+    report = ProgressReport(sys.stderr.isatty())
+    try:
+        with _log_reader(event_store) as log_reader, _maintainer(read_db) as store:
+            skipped = skips_of(store)
+            for projection in selected:
+                started = time.monotonic()
+                work = Rebuild(log_reader, store, projection, batch_size, max_parked, skipped)
+                if not work.run(report, stopped):
+                    out.write(
+                        f"{projection.name}: stopped before the end; the live read model is unchanged\n"
+                    )
+                    return 1
+                took = time.monotonic() - started
+                out.write(f"{projection.name}: rebuilt from position 0 to {work.position} in {took:.1f} s\n")
+    finally:
+        report.close()
+    return 0
+
+
 def _report(resolutions: list[parking.Resolution], done: str, out: TextIO) -> int:
     if not resolutions:
         out.write("no parked streams\n")
@@ -152,3 +185,35 @@ def verify_command(
         state = "OK" if not verdict.differences else f"{len(verdict.differences)} differences"
         out.write(f"{verdict.projection}: compared at position {verdict.position}: {state}\n")
     return 1 if differences else 0
+
+
+class ProgressReport:
+    """Progress of long work: a bar with rate and ETA on a terminal (tqdm), else a log line every
+    `interval` seconds."""
+
+    def __init__(self, terminal: bool, interval: float = 5.0) -> None:
+        self._terminal = terminal
+        self._interval = interval
+        self._bars: dict[str, Any] = {}
+        self._last_line = time.monotonic()
+        self._started = time.monotonic()
+
+    def __call__(self, name: str, position: int, head: int) -> None:
+        if self._terminal:
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            bar = self._bars.get(name)
+            if bar is None:
+                bar = self._bars[name] = tqdm(total=head, desc=name, unit="ev", unit_scale=True)
+            bar.total = max(head, position)
+            bar.update(position - bar.n)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self._interval:
+            self._last_line = now
+            rate = position / max(now - self._started, 1e-9)
+            log.info("rebuilding %s: position %d of %d (%.0f events/s)", name, position, head, rate)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()

@@ -147,6 +147,25 @@ class InMemoryReadStoreWriter(ReadStoreWriter):
                     skipped_at_us=_now()
                 )
 
+    def replace(
+        self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
+    ) -> bool:
+        state = self._state
+        with state.lock:
+            built = state.checkpoints.get(shadow)
+            current = state.checkpoints.get(live)
+            if built is None or (current is not None and built.position < current.position):
+                return False
+            for live_collection, shadow_collection in collections:
+                state.tables[live_collection.name] = state.tables.pop(shadow_collection.name, {})
+            del state.checkpoints[shadow]
+            state.checkpoints[live] = Checkpoint(live, version, built.position, _now())
+            for key in [k for k in state.parked if k[0] in (live, shadow)]:
+                parked = state.parked.pop(key)
+                if key[0] == shadow:
+                    state.parked[(live, key[1])] = parked._replace(projection=live)
+        return True
+
     def reader(self) -> InMemoryReadStoreReader:
         return InMemoryReadStoreReader(self._state)
 

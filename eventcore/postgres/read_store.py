@@ -332,6 +332,26 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         except psycopg.Error as error:
             raise Unavailable(f"{WHAT} {redact(url)} unavailable: {describe(error, url)}") from None
 
+    def replace(
+        self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
+    ) -> bool:
+        with self.transaction():
+            execute = self._session.connection.execute
+            rows = execute(
+                "SELECT name, position FROM projections WHERE name IN (%s, %s) FOR UPDATE", (live, shadow)
+            ).fetchall()
+            positions: dict[str, int] = dict(rows)
+            if shadow not in positions or positions[shadow] < positions.get(live, 0):
+                return False
+            for live_collection, shadow_collection in collections:
+                execute(f"DROP TABLE IF EXISTS {_table(live_collection)}")
+                execute(f"ALTER TABLE {_table(shadow_collection)} RENAME TO {_table(live_collection)}")
+            execute("DELETE FROM projections WHERE name = %s", (live,))
+            execute("UPDATE projections SET name = %s, version = %s WHERE name = %s", (live, version, shadow))
+            execute("DELETE FROM parked_streams WHERE projection = %s", (live,))
+            execute("UPDATE parked_streams SET projection = %s WHERE projection = %s", (live, shadow))
+        return True
+
     def _require_leadership(self, connection: Connection) -> None:
         """A session the server dropped lost the lock with it: take it again or refuse to write."""
         row = connection.execute(

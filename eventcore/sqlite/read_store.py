@@ -279,6 +279,25 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
             self._connection.execute("DELETE FROM parked_streams WHERE projection = ?", (projection,))
             work.set_checkpoint(projection, version, 0)
 
+    def replace(
+        self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
+    ) -> bool:
+        with self.transaction():
+            execute = self._connection.execute
+            positions = dict(
+                execute("SELECT name, position FROM projections WHERE name IN (?, ?)", (live, shadow))
+            )
+            if shadow not in positions or positions[shadow] < positions.get(live, 0):
+                return False
+            for live_collection, shadow_collection in collections:
+                execute(f"DROP TABLE IF EXISTS {_table(live_collection)}")
+                execute(f"ALTER TABLE {_table(shadow_collection)} RENAME TO {_table(live_collection)}")
+            execute("DELETE FROM projections WHERE name = ?", (live,))
+            execute("UPDATE projections SET name = ?, version = ? WHERE name = ?", (live, version, shadow))
+            execute("DELETE FROM parked_streams WHERE projection = ?", (live,))
+            execute("UPDATE parked_streams SET projection = ? WHERE projection = ?", (live, shadow))
+        return True
+
     @contextmanager
     def transaction(self) -> Iterator[UnitOfWork]:
         connection = self._connection

@@ -340,3 +340,33 @@ def test_scan_lists_a_collection_by_key(store: ReadStoreWriter) -> None:
             assert list(view.scan(NOTES)) == [("n", {"x": 1})]
     finally:
         reader.close()
+
+
+def test_replace_swaps_a_shadow_in_once_it_has_caught_up(store: ReadStoreWriter) -> None:
+    shadow_items = Collection("items__g7", ITEMS.indexes)
+    shadow_notes = Collection("notes__g7")
+    with store.transaction() as work:
+        work.put(ITEMS, "old", doc("old"))
+        work.set_checkpoint("items_view", 1, 10)
+        work.park(ParkedStream("items_view", "s-old", 3, "T", "old error"))
+    store.reset("items_view@rebuild", 2, [shadow_items, shadow_notes])
+    pairs = [(ITEMS, shadow_items), (NOTES, shadow_notes)]
+    with store.transaction() as work:
+        work.put(shadow_items, "new", doc("new", rank=5))
+        work.put(shadow_notes, "n", {"x": 1})
+        work.set_checkpoint("items_view@rebuild", 2, 9)
+        work.park(ParkedStream("items_view@rebuild", "s-new", 4, "T", "new error"))
+    assert store.replace("items_view", "items_view@rebuild", 2, pairs) is False  # behind: nothing changes
+    assert get(store, ITEMS, "old") == doc("old") and checkpoint(store, "items_view") == (1, 10)
+    with store.transaction() as work:
+        work.set_checkpoint("items_view@rebuild", 2, 12)
+    assert store.replace("items_view", "items_view@rebuild", 2, pairs) is True
+    assert get(store, ITEMS, "old") is None and get(store, ITEMS, "new") == doc("new", rank=5)
+    assert get(store, NOTES, "n") == {"x": 1}
+    assert keys(store, "by_owner", ("a",)) == (["new"], None)  # the shadow's indexes serve the live name
+    assert checkpoint(store, "items_view") == (2, 12)
+    assert "items_view@rebuild" not in store.checkpoints()
+    assert [(p, s) for p, s in store.parked_streams()] == [("items_view", "s-new")]
+    with store.transaction() as work:  # the swapped-in tables are written under their live names
+        work.put(ITEMS, "later", doc("later"))
+    assert get(store, ITEMS, "later") == doc("later")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -227,3 +228,70 @@ def test_health_follows_lag_and_failed_projections(
     state = projection(trio, "order_view")
     assert state is not None and (state.state, state.parked_streams) == ("degraded", 1)
     assert state.position == first + 1
+
+
+def test_rebuild_under_query_load_fails_no_query_and_never_goes_back(make_trio: Callable[..., Trio]) -> None:
+    trio = make_trio()
+    trio.start_all()
+    customer = unique("cust")
+    first = unique("o")
+    trio.commands.CreateOrder(
+        create_request(first, customer_id=customer, items=[item("sku-r", 2, 10)]), timeout=10
+    )
+    for _ in range(400):
+        trio.commands.CreateOrder(create_request(unique("o"), customer_id=customer), timeout=10)
+    trio.wait_projected(trio.head())
+
+    stop = threading.Event()
+    failures: list[str] = []
+    versions: dict[str, list[int]] = {"order": [], "summary": [], "top": []}
+
+    def query_load() -> None:
+        while not stop.is_set():
+            try:
+                o = trio.queries.GetOrder(pb.GetOrderRequest(order_id=first), timeout=10)
+                versions["order"].append(o.consistency.read_model_version)
+                s = trio.queries.GetCustomerSummary(
+                    pb.GetCustomerSummaryRequest(customer_id=customer), timeout=10
+                )
+                versions["summary"].append(s.consistency.read_model_version)
+                assert s.summary.order_count >= 401, s.summary
+                t = trio.queries.ListTopProducts(pb.ListTopProductsRequest(limit=3), timeout=10)
+                versions["top"].append(t.consistency.read_model_version)
+            except Exception as error:  # every failure is one too many
+                failures.append(repr(error))
+
+    def write_load() -> None:
+        while not stop.is_set():
+            trio.commands.CreateOrder(create_request(unique("o"), customer_id=customer), timeout=10)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=query_load), threading.Thread(target=write_load)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        rebuilt = projector_cli(trio, "rebuild")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert rebuilt.returncode == 0, rebuilt
+    for name in ("order_view", "customer_summary", "product_sales"):
+        assert f"{name}: rebuilt from position 0 to " in rebuilt.stdout, rebuilt.stdout
+    assert failures == [], failures[:5]
+    for method, seen in versions.items():
+        assert len(seen) > 3, (method, seen)
+        assert seen == sorted(seen), f"{method}: read_model_version went back: {seen}"
+    connection = sqlite3.connect(trio.read_db)
+    try:
+        indexes = [
+            r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'rm_orders'")
+        ]
+    finally:
+        connection.close()
+    assert any("__g" in name for name in indexes), indexes  # the rebuilt tables answer now
+    trio.wait_projected(trio.head())
+    verified = projector_cli(trio, "verify")
+    assert verified.returncode == 0, verified

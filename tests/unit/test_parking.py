@@ -11,8 +11,8 @@ import pytest
 from eventcore import parking
 from eventcore.codec import EventCodec
 from eventcore.events import PendingAppend
-from eventcore.memory.event_store import InMemoryEventStore
 from eventcore.lag_health import LagHealth
+from eventcore.memory.event_store import InMemoryEventStore
 from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import Projection, ProjectionRunner
 from eventcore.projection_status import ProjectionStatus
