@@ -52,6 +52,18 @@ _READ_COLUMNS = (
     " (extract(epoch FROM recorded_at) * 1000000)::bigint"
 )
 
+# One index probe per stream and per command id, whatever the planner's statistics say (a plain
+# `= ANY(...)` is planned as a scan of the whole table while the table is young and unanalysed).
+_STREAM_VERSIONS = (
+    "SELECT s.id, (SELECT max(stream_version) FROM events WHERE stream_id = s.id)"
+    " FROM unnest(%s::text[]) AS s(id)"
+)
+_KNOWN_COMMANDS = (
+    "SELECT c.command_id, c.fingerprint, c.stream_id, c.first_position, c.last_position"
+    " FROM unnest(%s::text[]) AS k(id) CROSS JOIN LATERAL (SELECT * FROM commands"
+    " WHERE command_id = k.id LIMIT 1) AS c"
+)
+
 
 class PostgresEventLogReader(EventLogReader):
     """Reads the log; each statement sees every transaction committed before it began."""
@@ -147,19 +159,14 @@ class PostgresEventStore(PostgresEventLogReader, EventStore):
         command_ids = [a.command_id for a in appends if a.command_id]
         known: dict[str, CommandRecord] = {}
         if command_ids:
-            for row in connection.execute(
-                "SELECT command_id, fingerprint, stream_id, first_position, last_position"
-                " FROM commands WHERE command_id = ANY(%s)",
-                (command_ids,),
-            ):
+            for row in connection.execute(_KNOWN_COMMANDS, (command_ids,)):
                 known[row[0]] = CommandRecord(*row)
         versions: dict[str, int] = {
             stream_id: version
             for stream_id, version in connection.execute(
-                "SELECT stream_id, max(stream_version) FROM events WHERE stream_id = ANY(%s)"
-                " GROUP BY stream_id",
-                (list({a.stream_id for a in appends}),),
+                _STREAM_VERSIONS, (list({a.stream_id for a in appends}),)
             )
+            if version is not None
         }
         now_us = time.time_ns() // 1000
         recorded_at = _EPOCH + timedelta(microseconds=now_us)
