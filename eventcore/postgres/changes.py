@@ -1,6 +1,7 @@
-"""Change announcements for a PostgreSQL event store: LISTEN/NOTIFY.
+"""Change announcements for a PostgreSQL store: LISTEN/NOTIFY.
 
-Every append transaction calls `pg_notify('eventcore_events', head)` before it commits; PostgreSQL
+Every append transaction of the event store, and every projector transaction of the read store,
+calls `pg_notify('eventcore_changes', position)` before it commits; PostgreSQL
 delivers the notification to every listening session when (and only if) the transaction commits,
 in commit order. One thread per process holds a LISTEN connection and announces each notification
 on the hub. A lost connection is opened again (every second while the server is away), and the
@@ -15,14 +16,13 @@ import threading
 import psycopg
 
 from eventcore.changes import ChangeSource
-from eventcore.postgres.connection import connect, describe, redact
-from eventcore.postgres.event_store import CHANNEL
+from eventcore.postgres.connection import CHANGES_CHANNEL, connect, describe, redact
 
 log = logging.getLogger(__name__)
 
 
 class PostgresChanges(ChangeSource):
-    """Announces each commit of the event store at `url` to this process's signals."""
+    """Announces each commit of the store at `url` to this process's signals."""
 
     def __init__(self, url: str, reconnect_interval: float = 1.0) -> None:
         super().__init__()
@@ -43,7 +43,7 @@ class PostgresChanges(ChangeSource):
         while not self._stop.is_set():
             try:
                 with connect(self._url, application_name="eventcore-listen") as connection:
-                    connection.execute(f"LISTEN {CHANNEL}")
+                    connection.execute(f"LISTEN {CHANGES_CHANNEL}")
                     if failures:
                         log.info("listening to %s again", redact(self._url))
                         self.hub.announce()  # what was committed while away was not announced

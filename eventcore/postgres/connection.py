@@ -33,6 +33,8 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 # pg_advisory_lock keys (bigint): one for migrations, one for projector leadership.
 MIGRATION_LOCK = 0x6576_656E_7463_6F01
 LEADER_LOCK = 0x6576_656E_7463_6F02
+# NOTIFY channel of every store's commits (payload: the store's new position), see changes.py.
+CHANGES_CHANNEL = "eventcore_changes"
 # The table each schema's migrations create first: if it exists untracked, the database is not ours.
 OWN_TABLES = {"event_store": "events", "read_store": "projections"}
 

@@ -33,6 +33,7 @@ from eventcore.event_store import (
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.postgres.connection import (
+    CHANGES_CHANNEL,
     Connection,
     Session,
     describe,
@@ -45,7 +46,6 @@ from eventcore.postgres.connection import (
 log = logging.getLogger(__name__)
 
 SCHEMA = "event_store"
-CHANNEL = "eventcore_events"  # NOTIFY channel: the payload is the new head position
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _READ_COLUMNS = (
     "position, stream_id, stream_version, type, schema_version, payload, event_id::text, command_id,"
@@ -239,5 +239,5 @@ class PostgresEventStore(PostgresEventLogReader, EventStore):
                     for command_row in command_rows:
                         copy.write_row(command_row)
             if position > head:
-                cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(position)))
+                cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(position)))
         return outcomes

@@ -29,6 +29,7 @@ from psycopg import IsolationLevel
 from eventcore.errors import Unavailable
 from eventcore.json_text import json_dumps, json_loads
 from eventcore.postgres.connection import (
+    CHANGES_CHANNEL,
     LEADER_LOCK,
     Connection,
     Session,
@@ -240,6 +241,8 @@ class _PostgresUnitOfWork(TrackingUnitOfWork):
                     " position = excluded.position, updated_at = excluded.updated_at",
                     [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
                 )
+                position = max(p for _, p in self.checkpoints.values())
+                cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(position)))
             if self.parking:
                 cursor.executemany(
                     "DELETE FROM parked_streams WHERE projection = %s AND stream_id = %s", list(self.parking)
