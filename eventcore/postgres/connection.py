@@ -30,9 +30,10 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 URL_SCHEMES = ("postgresql://", "postgres://")
-# pg_advisory_lock keys (bigint): one for migrations, one for projector leadership.
+# pg_advisory_lock keys (bigint): migrations, projector leadership, and the event store's appends.
 MIGRATION_LOCK = 0x6576_656E_7463_6F01
 LEADER_LOCK = 0x6576_656E_7463_6F02
+APPEND_LOCK = 0x6576_656E_7463_6F03
 # NOTIFY channel of every store's commits (payload: the store's new position), see changes.py.
 CHANGES_CHANNEL = "eventcore_changes"
 # The table each schema's migrations create first: if it exists untracked, the database is not ours.

@@ -1,10 +1,13 @@
 """The event store in PostgreSQL, shared by any number of write services (schema in
 migrations/event_store/).
 
-Gap-free, commit-ordered positions with several writers: every append transaction first takes
-`LOCK TABLE events IN EXCLUSIVE MODE` (writers queue, plain readers do not wait), then reads the
-head, the streams' versions and the command ids under that lock, and commits positions head+1,
-head+2, ... before it lets the next writer in. A transaction that would take position n+1 cannot
+Gap-free, commit-ordered positions with several writers: every append transaction first takes the
+transaction-scoped advisory lock APPEND_LOCK (`pg_advisory_xact_lock`: writers queue, readers never
+wait), then reads the head, the streams' versions and the command ids under that lock, and commits
+positions head+1, head+2, ... before the lock lets the next writer in (PostgreSQL releases a
+transaction's locks only once its commit is visible). `LOCK TABLE events IN EXCLUSIVE MODE` would
+serialise the same way, but it also queues behind autovacuum's lock on the table, a stall of up to
+`deadlock_timeout` (1 s) whenever autovacuum visits the log. A transaction that would take position n+1 cannot
 start deciding until the one holding n has committed, so commit order is position order and a
 reader tailing `position > p` can never see n+1 before n (sequences, by contrast, hand out numbers
 in start order and commit in any order, which is how tailing readers skip events).
@@ -33,6 +36,7 @@ from eventcore.event_store import (
 )
 from eventcore.events import CommandRecord, PendingAppend, RecordedEvent
 from eventcore.postgres.connection import (
+    APPEND_LOCK,
     CHANGES_CHANNEL,
     Connection,
     Session,
@@ -145,7 +149,7 @@ class PostgresEventStore(PostgresEventLogReader, EventStore):
             with connection.transaction():
                 if not self._synchronous_commit:
                     connection.execute("SET LOCAL synchronous_commit = off")
-                connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
                 return self._append_locked(connection, appends)
         except (psycopg.Error, Unavailable) as error:
             reason = describe(error, url) if isinstance(error, psycopg.Error) else str(error)

@@ -1,5 +1,5 @@
 -- The event log: one row per event, global position gap-free in commit order.
--- A writer takes the next positions under LOCK TABLE events IN EXCLUSIVE MODE (see event_store.py),
+-- A writer takes the next positions under a transaction-scoped advisory lock (see event_store.py),
 -- so positions are assigned and committed in one order; the unique keys stay as the last word.
 CREATE TABLE events (
     position       bigint      PRIMARY KEY,     -- 1, 2, 3, ...
