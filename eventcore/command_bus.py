@@ -168,6 +168,14 @@ class CommandBus:
 
     async def dispatch(self, command: Command) -> CommandResult:
         """Decide and durably append one command; raises an ApplicationError on refusal."""
+        return await self.submit(command)
+
+    def submit(self, command: Command) -> asyncio.Future[CommandResult]:
+        """Validate and queue one command; the future resolves once it is durable or refused.
+
+        Invalid input raises here, before anything is queued. Commands submitted one after the
+        other are decided in that order, so a stream of commands for one entity keeps its order.
+        """
         handler = self._handlers.get(type(command))
         if handler is None:
             raise Unregistered(f"no command handler registered for {type(command).__name__}")
@@ -182,7 +190,7 @@ class CommandBus:
         self._queue.append(_Queued(handler, command, future))
         assert self._wakeup is not None
         self._wakeup.set()
-        return await future
+        return future
 
     async def close(self) -> None:
         """Finish every queued command, then stop the writer. Safe to call twice."""

@@ -14,6 +14,7 @@ from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from servicekit.metrics import Metrics, StoreState, unary_methods
 from servicekit.server import ServerHost, ServerProcess
+from write_service.command_stream import DEFAULT_WINDOW
 from write_service.servicer import OrderCommandServicer
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Settings:
     stream_cache_size: int = 10_000
     grace: float = 10.0
     metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
+    stream_window: int = DEFAULT_WINDOW  # commands of one ExecuteCommands stream in flight at most
 
 
 def build_bus(store: EventStore, stream_cache_size: int) -> CommandBus:
@@ -52,9 +54,8 @@ class WriteService(ServerProcess):
         )
         self.bus = build_bus(self.store, settings.stream_cache_size)
         self.host = ServerHost([SERVICE_NAME])
-        orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
-            OrderCommandServicer(self.bus, self.host.calls), self.host.server
-        )
+        self.servicer = OrderCommandServicer(self.bus, self.host.calls, settings.stream_window)
+        orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(self.servicer, self.host.server)
         self.metrics = Metrics()
         if settings.metrics_listen:
             service = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"]
@@ -74,6 +75,7 @@ class WriteService(ServerProcess):
         if self._closed:
             return
         self._closed = True
+        self.servicer.end_streams()
         await self.host.stop(self.settings.grace)
         await self.bus.close()
         self.store.close()
