@@ -36,17 +36,21 @@ class UnknownEventType(Exception):
     """The log holds an event type this process does not know: a deployment mismatch."""
 
 
+class UnknownEvent:
+    """The event class of a type name no registration knows (never handled by anything)."""
+
+
 class Undecoded(NamedTuple):
     """An event's data as stored, decoded only when something asks for it (see EventCodec.deferred).
 
-    `event_class` is the registered class of the type name, None for a type this codec does not
-    know: a reader can pass such an event over without ever parsing it.
+    `event_class` is the registered class of the type name, `UnknownEvent` for a type this codec
+    does not know: a reader can pass such an event over without ever parsing it.
     """
 
     type_name: str
     schema_version: int
     payload: str
-    event_class: type[Any] | None
+    event_class: type[Any]
     codec: EventCodec
 
     def decode(self) -> Any:
@@ -108,7 +112,7 @@ class EventCodec:
     def decode(self, type_name: str, schema_version: int, payload: str) -> Any:
         if self._deferred:
             registration = self._by_name.get(type_name)
-            cls = registration.cls if registration is not None else None
+            cls = registration.cls if registration is not None else UnknownEvent
             return Undecoded(type_name, schema_version, payload, cls, self)
         return self.decode_now(type_name, schema_version, payload)
 

@@ -56,8 +56,7 @@ class Projection:
 
     def handler_for(self, event: RecordedEvent) -> EventHandler | None:
         data = event.data
-        cls = data.event_class if type(data) is Undecoded else type(data)
-        return None if cls is None else self.handlers.get(cls)
+        return self.handlers.get(data.event_class if type(data) is Undecoded else type(data))
 
 
 class HandlerFailed(Exception):
@@ -76,19 +75,47 @@ def describe(error: BaseException) -> str:
 def decoded(event: RecordedEvent) -> RecordedEvent:
     """The event with its data decoded (as it is, when the reader decoded it already)."""
     data = event.data
-    return event._replace(data=data.decode()) if type(data) is Undecoded else event
+    if type(data) is not Undecoded:
+        return event
+    position, stream_id, stream_version, type_name, _, event_id, command_id, at = event
+    return RecordedEvent(
+        position, stream_id, stream_version, type_name, data.decode(), event_id, command_id, at
+    )
 
 
-def apply_event(projection: Projection, work: UnitOfWork, event: RecordedEvent) -> None:
+def apply_event(
+    projection: Projection,
+    work: UnitOfWork,
+    event: RecordedEvent,
+    cache: dict[int, RecordedEvent] | None = None,
+) -> None:
     """Apply one event to one projection; raises HandlerFailed when decoding or the handler fails.
 
+    `cache` keeps decoded events by position, so projections sharing a batch decode each once.
     Unavailable (storage trouble) passes through: it is not the event's fault.
     """
-    handler = projection.handler_for(event)
-    if handler is None:
-        return
+    data = event.data
+    handler = projection.handlers.get(data.event_class if type(data) is Undecoded else type(data))
+    if handler is not None:
+        run_handler(projection, handler, work, event, cache)
+
+
+def run_handler(
+    projection: Projection,
+    handler: EventHandler,
+    work: UnitOfWork,
+    event: RecordedEvent,
+    cache: dict[int, RecordedEvent] | None,
+) -> None:
     try:
-        handler(work, decoded(event))
+        if type(event.data) is Undecoded:
+            ready = cache.get(event.position) if cache is not None else None
+            if ready is None:
+                ready = decoded(event)
+                if cache is not None:
+                    cache[event.position] = ready
+            event = ready
+        handler(work, event)
     except Unavailable:
         raise
     except Exception as error:
@@ -181,9 +208,10 @@ class ProjectionRunner:
         if not events:
             return 0
         found: dict[tuple[str, str], ParkedStream] = {}
+        cache: dict[int, RecordedEvent] = {}  # decoded events, shared by the projections
         while True:
             try:
-                applied = self._apply(events, found)
+                applied = self._apply(events, found, cache)
                 break
             except HandlerFailed as failure:  # rolled back: apply again with that stream parked
                 self._park(failure.parked, found)
@@ -199,7 +227,10 @@ class ProjectionRunner:
         return total
 
     def _apply(
-        self, events: list[RecordedEvent], found: dict[tuple[str, str], ParkedStream]
+        self,
+        events: list[RecordedEvent],
+        found: dict[tuple[str, str], ParkedStream],
+        cache: dict[int, RecordedEvent],
     ) -> dict[str, int]:
         applied: dict[str, int] = {}
         with self._store.transaction() as work:
@@ -216,16 +247,22 @@ class ProjectionRunner:
                 stop_at = whole.position if whole is not None else None
                 waiting = {s for p, s in parked if p == name}
                 skipped = self._skipped
+                handlers = projection.handlers
                 for event in events:
-                    if event.position <= done:
+                    position = event.position
+                    if position <= done:
                         continue
-                    if stop_at is not None and event.position >= stop_at:
+                    if stop_at is not None and position >= stop_at:
                         break
-                    if not (waiting and event.stream_id in waiting) and not (
-                        skipped and (name, event.position) in skipped
+                    data = event.data
+                    handler = handlers.get(data.event_class if type(data) is Undecoded else type(data))
+                    if (
+                        handler is not None
+                        and not (waiting and event.stream_id in waiting)
+                        and not (skipped and (name, position) in skipped)
                     ):
-                        apply_event(projection, work, event)
-                    done = event.position
+                        run_handler(projection, handler, work, event, cache)
+                    done = position
                 work.set_checkpoint(name, projection.version, done)
                 applied[name] = done
             for park in found.values():
