@@ -144,8 +144,10 @@ class ProjectionRunner:
         batch_size: int = 1000,
         max_parked: int = DEFAULT_MAX_PARKED,
         skipped: Container[tuple[str, int]] = (),
+        report_unhandled: bool = True,
     ) -> None:
-        """`skipped` holds (projection, position) pairs passed over on purpose (see verify)."""
+        """`skipped` holds (projection, position) pairs passed over on purpose (see verify);
+        `report_unhandled` logs each event type no projection of this runner handles, once."""
         names = [p.name for p in projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
@@ -159,6 +161,7 @@ class ProjectionRunner:
         self._failed: set[str] = set()
         self._reported: set[tuple[str, str, int]] = set()
         self._handled = {cls for p in projections for cls in p.handlers}
+        self._report_unhandled = report_unhandled
         self.unhandled_types: Counter[str] = Counter()  # events of types no projection handles
 
     def prepare(self) -> None:
@@ -295,7 +298,7 @@ class ProjectionRunner:
             data = event.data
             cls = data.event_class if type(data) is Undecoded else type(data)
             if event.position > start and cls not in self._handled:
-                if event.type not in self.unhandled_types:
+                if self._report_unhandled and event.type not in self.unhandled_types:
                     log.warning(
                         "event type %s (first at position %d) is handled by no projection: passed over",
                         event.type,

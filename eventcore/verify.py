@@ -69,7 +69,9 @@ def verify(
             continue
         position = positions[projection.name]
         scratch = InMemoryReadStoreWriter()
-        runner = ProjectionRunner(log_reader, scratch, [projection], batch_size, skipped=skipped)
+        runner = ProjectionRunner(
+            log_reader, scratch, [projection], batch_size, skipped=skipped, report_unhandled=False
+        )
         runner.prepare()
         runner.run_until_idle(until=position)
         with scratch.reader().snapshot() as replay:
