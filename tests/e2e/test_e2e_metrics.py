@@ -1,7 +1,8 @@
 """Metrics: each real process serves /metrics with `--metrics-listen`, and the numbers move with the work.
 
 Commands by type and status code (a refusal included), queries by method and code, the command duration
-histogram, the event store's head, and each projection's position, lag and parked streams, as a scrape
+histogram, the event store's head, and each projection's position, lag and parked streams (a stream
+parked by an event its handlers fail on), as a scrape
 of each process shows them; and a bad `--metrics-listen` exits 2 (syntax) or 1 (cannot bind).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 from e2e_support import ServiceProcess, Trio, create_request, rpc_error, run_cli, unique
 from prometheus_client.parser import text_string_to_metric_families
+from test_e2e_read_side import insert_event
 
 from orders_api.v1 import orders_pb2
 
@@ -101,8 +103,19 @@ def test_each_process_serves_metrics_that_move_with_the_work(make_trio: Callable
     assert value(behind, "orders_event_store_head") == head + 1
     assert set(projections(behind, "orders_projection_position").values()) == {head}
     assert set(projections(behind, "orders_projection_lag_events").values()) == {1}
+
+    # An event its handlers fail on parks its stream in the two projections that handle it.
     assert trio.write.stop(signal.SIGTERM) == 0
-    assert trio.read.stop(signal.SIGTERM) == 0
+    ghost = insert_event(trio.events_db, "order-ghost", 1, "OrderConfirmed", {"order_id": "ghost"})
+    trio.start_projector()
+    trio.wait_projected(ghost)
+    for samples in (scrape(trio.read), scrape(trio.projector)):
+        assert projections(samples, "orders_parked_streams") == {
+            "order_view": 1,
+            "customer_summary": 1,
+            "product_sales": 0,
+        }
+        assert set(projections(samples, "orders_projection_lag_events").values()) == {0}
 
 
 def test_a_bad_metrics_address_exits_2_and_one_that_cannot_be_bound_exits_1(tmp_path: Path) -> None:
