@@ -249,6 +249,10 @@ class ReadStoreWriter(ABC):
         """Everything written inside commits together, or not at all when the block raises."""
 
     @abstractmethod
+    def discard(self, projection: str, collections: Sequence[Collection]) -> None:
+        """Drop a projection's collections, checkpoint and parked streams (an abandoned rebuild)."""
+
+    @abstractmethod
     def replace(
         self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
     ) -> bool:

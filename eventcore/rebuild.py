@@ -147,13 +147,20 @@ class Rebuild:
     def run(
         self, progress: Progress | None = None, until_stopped: Callable[[], bool] = lambda: False
     ) -> bool:
-        """Step until swapped (True) or told to stop (False)."""
+        """Step until swapped (True) or told to stop (False: the shadow is discarded)."""
         while not until_stopped():
             if self.step():
                 return True
             if progress is not None:
                 progress(self.projection.name, self.position, self._log.head_position())
+        self.abandon()
         return False
+
+    def abandon(self) -> None:
+        """Drop the shadow's tables and checkpoint; the live read model is untouched."""
+        if not self.done:
+            self._store.discard(self._shadow.name, self._shadow.collections)
+            log.info("rebuild of %s abandoned at position %d", self.projection.name, self.position)
 
 
 def skips_of(store: ReadStoreWriter) -> list[tuple[str, int]]:

@@ -147,6 +147,14 @@ class InMemoryReadStoreWriter(ReadStoreWriter):
                     skipped_at_us=_now()
                 )
 
+    def discard(self, projection: str, collections: Sequence[Collection]) -> None:
+        with self._state.lock:
+            for collection in collections:
+                self._state.tables.pop(collection.name, None)
+            self._state.checkpoints.pop(projection, None)
+            for key in [k for k in self._state.parked if k[0] == projection]:
+                del self._state.parked[key]
+
     def replace(
         self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
     ) -> bool:

@@ -335,6 +335,14 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         except psycopg.Error as error:
             raise Unavailable(f"{WHAT} {redact(url)} unavailable: {describe(error, url)}") from None
 
+    def discard(self, projection: str, collections: Sequence[Collection]) -> None:
+        with self.transaction():
+            execute = self._session.connection.execute
+            for collection in collections:
+                execute(statements(collection).drop)
+            execute("DELETE FROM projections WHERE name = %s", (projection,))
+            execute("DELETE FROM parked_streams WHERE projection = %s", (projection,))
+
     def replace(
         self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
     ) -> bool:

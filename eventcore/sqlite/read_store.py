@@ -279,6 +279,13 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
             self._connection.execute("DELETE FROM parked_streams WHERE projection = ?", (projection,))
             work.set_checkpoint(projection, version, 0)
 
+    def discard(self, projection: str, collections: Sequence[Collection]) -> None:
+        with self.transaction():
+            for collection in collections:
+                self._connection.execute(statements(collection).drop)
+            self._connection.execute("DELETE FROM projections WHERE name = ?", (projection,))
+            self._connection.execute("DELETE FROM parked_streams WHERE projection = ?", (projection,))
+
     def replace(
         self, live: str, shadow: str, version: int, collections: Sequence[tuple[Collection, Collection]]
     ) -> bool:

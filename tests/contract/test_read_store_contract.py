@@ -370,3 +370,17 @@ def test_replace_swaps_a_shadow_in_once_it_has_caught_up(store: ReadStoreWriter)
     with store.transaction() as work:  # the swapped-in tables are written under their live names
         work.put(ITEMS, "later", doc("later"))
     assert get(store, ITEMS, "later") == doc("later")
+
+
+def test_discard_drops_an_abandoned_shadow(store: ReadStoreWriter) -> None:
+    shadow_items = Collection("items__g8", ITEMS.indexes)
+    store.reset("items_view@rebuild", 1, [shadow_items])
+    with store.transaction() as work:
+        work.put(shadow_items, "x", doc("x"))
+        work.set_checkpoint("items_view@rebuild", 1, 3)
+        work.park(ParkedStream("items_view@rebuild", "s", 2, "T", "e"))
+    store.discard("items_view@rebuild", [shadow_items])
+    assert "items_view@rebuild" not in store.checkpoints()
+    assert store.parked_streams() == {}
+    store.reset("items_view@rebuild", 1, [shadow_items])  # the same name can be built again
+    assert get(store, shadow_items, "x") is None

@@ -76,3 +76,18 @@ def test_a_rebuild_waits_for_the_live_projector_before_it_swaps() -> None:
     assert rebuild.step() is False  # catches up to 2 ...
     assert rebuild.step() is True  # ... and swaps, never below what the live one answered
     assert order(views, "b")[1] == 2
+
+
+def test_a_stopped_rebuild_leaves_nothing_behind() -> None:
+    log = InMemoryEventStore(order_codec().deferred())
+    views = InMemoryReadStoreWriter()
+    live = ProjectionRunner(log, views, PROJECTIONS, batch_size=100)
+    live.prepare()
+    for n in range(5):
+        created(log, f"o-{n}")
+    live.run_until_idle()
+    rebuild = Rebuild(log, views, ORDER_VIEW, batch_size=2)
+    assert rebuild.run(until_stopped=lambda: rebuild.position >= 2) is False
+    assert set(views.checkpoints()) == {p.name for p in PROJECTIONS}
+    statuses = {s.name: s.state for s in projection_statuses(views.reader(), log.head_position())}
+    assert statuses["order_view"] == "running"
