@@ -59,7 +59,10 @@ class DatabaseNotReady(FileNotFoundError):
 
 
 def _password(url: str) -> str:
-    return str(conninfo_to_dict(url).get("password") or "")
+    try:
+        return str(conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:  # not a URL libpq understands: the error says so, redact() hides the password
+        return ""
 
 
 def describe(error: BaseException, url: str) -> str:
@@ -168,9 +171,14 @@ def migrate(connection: Connection, url: str, schema: str) -> None:
 
 
 def open_writer(url: str, schema: str, what: str) -> Connection:
-    """Create the database if missing, connect, migrate. Raises StorageRefused or Unavailable."""
+    """Create the database if missing (where allowed), connect, migrate (StorageRefused, Unavailable)."""
     with translated(url, what):
-        create_database_if_missing(url)
+        try:
+            create_database_if_missing(url)
+        except psycopg.Error as error:  # e.g. no access to the server's `postgres` database
+            log.debug(
+                "cannot check for database %s, assuming it exists: %s", redact(url), describe(error, url)
+            )
         connection = connect(url)
         try:
             migrate(connection, url, schema)

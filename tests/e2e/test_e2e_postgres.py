@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,15 +185,21 @@ def test_a_standby_projector_takes_over_within_5_s_of_the_leaders_kill_applying_
         for order_id in orders[:60]:
             pg_trio.commands.CreateOrder(create_request(order_id, customer))
         pg_trio.wait_projected(60)
+
+        def load() -> None:  # keeps committing while the leader dies and the standby takes over
+            for order_id in orders[60:]:
+                pg_trio.commands.CreateOrder(create_request(order_id, customer))
+                pg_trio.commands.ConfirmOrder(orders_pb2.ConfirmOrderRequest(order_id=order_id))
+
+        writer = threading.Thread(target=load)
+        writer.start()
+        wait_for(lambda: pg_head(str(pg_trio.events_db)) >= 80, 20, "commands under way")
         pg_trio.projector.kill9()
         killed_at = time.monotonic()
         wait_for(lambda: "took over" in standby.stderr_text(), 10, "the standby to take over")
         took_over = time.monotonic() - killed_at
-        last = None
-        for order_id in orders[60:]:
-            last = pg_trio.commands.CreateOrder(create_request(order_id, customer))
-            pg_trio.commands.ConfirmOrder(orders_pb2.ConfirmOrderRequest(order_id=order_id))
-        assert last is not None
+        writer.join(timeout=60)
+        assert not writer.is_alive()
         pg_trio.wait_projected(pg_head(str(pg_trio.events_db)))
         summary = pg_trio.queries.GetCustomerSummary(
             orders_pb2.GetCustomerSummaryRequest(customer_id=customer)
