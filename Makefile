@@ -10,7 +10,7 @@ EVENT_STORE ?= $(DATA_DIR)/events.db
 READ_DB     ?= $(DATA_DIR)/read.db
 STAMP      := $(VENV)/.installed
 
-.PHONY: help install proto run write projector rebuild read test lint bench bench-peer soak soak-postgres clean
+.PHONY: help install proto run write projector rebuild read test lint bench bench-peer soak soak-postgres test-e2e-postgres clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,9 @@ SOAK_SECONDS ?= 120
 
 soak: $(STAMP) proto  ## the trio under load while a random process is SIGKILLed every 2-6 s; fails on any loss (SOAK_SECONDS=120)
 	$(PY) -m tools.soak --seconds $(SOAK_SECONDS)
+
+test-e2e-postgres: $(STAMP) proto  ## the whole end-to-end suite with every trio on fresh PostgreSQL databases
+	ORDERS_E2E_BACKEND=postgres $(PY) -m pytest -q tests/e2e
 
 soak-postgres: $(STAMP) proto  ## 4 write services x 2,000 commands on one PostgreSQL while a reader tails the log gap-free
 	ORDERS_PG_COMMANDS_PER_WRITER=2000 $(PY) -m pytest -q -s tests/e2e/test_e2e_postgres_concurrency.py

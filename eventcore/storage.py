@@ -91,12 +91,10 @@ def open_read_store_maintainer(location: Location) -> ReadStoreWriter:
     """A writer for the projector's operator commands (retry, skip, rebuild), beside a running projector.
 
     SQLite: takes the read database's maintenance lock, not the projector's (one command at a time;
-    SQLite serialises the two writers' transactions). PostgreSQL: the active projector's leadership,
-    so there the commands refuse (Unavailable) while a projector is active.
+    SQLite serialises the two writers' transactions). PostgreSQL: a maintenance advisory lock, one
+    command at a time; its transactions and the active projector's take turns on the checkpoints.
     """
     if isinstance(location, str) and is_postgres(location):
-        store = PostgresReadStoreWriter.open(location)  # without `stop`: the leader or Unavailable
-        assert store is not None
-        return store
+        return PostgresReadStoreWriter.open_maintainer(location)
 
     return SQLiteReadStoreWriter.open(Path(location), maintenance=True)

@@ -34,6 +34,7 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 MIGRATION_LOCK = 0x6576_656E_7463_6F01
 LEADER_LOCK = 0x6576_656E_7463_6F02
 APPEND_LOCK = 0x6576_656E_7463_6F03
+MAINTENANCE_LOCK = 0x6576_656E_7463_6F04  # one projector command (rebuild, retry, skip) at a time
 # NOTIFY channel of every store's commits (payload: the store's new position), see changes.py.
 CHANGES_CHANNEL = "eventcore_changes"
 # The table each schema's migrations create first: if it exists untracked, the database is not ours.

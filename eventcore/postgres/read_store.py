@@ -31,6 +31,7 @@ from eventcore.json_text import json_dumps, json_loads
 from eventcore.postgres.connection import (
     CHANGES_CHANNEL,
     LEADER_LOCK,
+    MAINTENANCE_LOCK,
     Connection,
     Session,
     describe,
@@ -266,11 +267,26 @@ class _PostgresUnitOfWork(TrackingUnitOfWork):
 
 
 class PostgresReadStoreWriter(ReadStoreWriter):
-    """The active projector's store: it holds the leadership lock for as long as its session lives."""
+    """The active projector's store: it holds the leadership lock for as long as its session lives
+    (or, opened by `open_maintainer`, the lock of the one operator command running beside it)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, lock: int = LEADER_LOCK) -> None:
         self._session = session
+        self._lock = lock
         self._in_transaction = False
+
+    @classmethod
+    def open_maintainer(cls, url: str) -> PostgresReadStoreWriter:
+        """For the projector's operator commands, beside the active projector; one at a time.
+
+        Both write in transactions that read the checkpoints FOR UPDATE, so they take turns as the
+        two writers of a SQLite file do.
+        """
+        session = Session(url, WHAT, lambda: open_writer(url, SCHEMA, WHAT))
+        if not _try_lock(session, MAINTENANCE_LOCK):
+            session.close()
+            raise Unavailable(f"{WHAT} {redact(url)}: another projector command is running")
+        return cls(session, MAINTENANCE_LOCK)
 
     @classmethod
     def open(cls, url: str, stop: threading.Event | None = None) -> PostgresReadStoreWriter | None:
@@ -282,7 +298,7 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         session = Session(url, WHAT, lambda: open_writer(url, SCHEMA, WHAT))
         announced = False
         while True:
-            if _try_lead(session):
+            if _try_lock(session, LEADER_LOCK):
                 if announced:
                     log.info("took over as the active projector of %s", redact(url))
                 return cls(session)
@@ -368,11 +384,11 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         row = connection.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
             " AND granted AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (LEADER_LOCK & 0xFFFF_FFFF_FFFF_FFFF,),
+            (self._lock,),
         ).fetchone()
         if row and row[0]:
             return
-        if not _try_lead(self._session):
+        if not _try_lock(self._session, self._lock):
             raise Unavailable(f"{WHAT} {redact(self._session.url)}: another projector is active now")
         log.info("regained leadership of %s after a lost session", redact(self._session.url))
 
@@ -383,7 +399,7 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         self._session.close()  # ends the session, and with it the leadership
 
 
-def _try_lead(session: Session) -> bool:
+def _try_lock(session: Session, lock: int) -> bool:
     with translated(session.url, WHAT):
-        row = session.connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        row = session.connection.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()
     return bool(row and row[0])
