@@ -4,19 +4,45 @@
   or restart a process (they use their own orders and customers, so they do not interfere).
 - `make_trio`: a private trio in the test's own temporary directory, for tests that signal, kill or
   restart processes or need a fresh event store; nothing is started until the test says so.
+
+With ORDERS_E2E_BACKEND=postgres (`make test-e2e-postgres`) every trio runs on fresh PostgreSQL
+databases instead of SQLite files; tests marked `sqlite_files` (they look at the files) are skipped.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2e_support import Trio
+from postgres_support import database_url, fresh_database_name
+
+ON_POSTGRES = os.environ.get("ORDERS_E2E_BACKEND", "sqlite") == "postgres"
+
+
+def _stores(stack: ExitStack) -> dict[str, str]:
+    """Trio keyword arguments: fresh PostgreSQL databases (dropped when `stack` closes), or none."""
+    if not ON_POSTGRES:
+        return {}
+    events = stack.enter_context(fresh_database_name())
+    read = stack.enter_context(fresh_database_name())
+    return {"event_store": database_url(events), "read_database": database_url(read)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ON_POSTGRES:
+        skip = pytest.mark.skip(reason="looks at the SQLite files; this run is on PostgreSQL")
+        for item in items:
+            if "sqlite_files" in item.keywords:
+                item.add_marker(skip)
 
 
 def _services_written() -> bool:
@@ -28,12 +54,13 @@ def _services_written() -> bool:
 def shared_trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
     if not _services_written():
         pytest.fail("write_service/, projector/ and read_service/ must all have a __main__.py")
-    trio = Trio(tmp_path_factory.mktemp("shared-trio"))
-    try:
-        trio.start_all()
-        yield trio
-    finally:
-        trio.close()
+    with ExitStack() as stack:
+        trio = Trio(tmp_path_factory.mktemp("shared-trio"), **_stores(stack))
+        try:
+            trio.start_all()
+            yield trio
+        finally:
+            trio.close()
 
 
 @pytest.fixture
@@ -66,14 +93,19 @@ def make_trio(tmp_path: Path) -> Iterator[Callable[..., Trio]]:
     if not _services_written():
         pytest.fail("write_service/, projector/ and read_service/ must all have a __main__.py")
     made: list[Trio] = []
+    stack = ExitStack()
 
     def make(read_args: list[str] | None = None, name: str = "trio", metrics_listen: str = "") -> Trio:
         trio = Trio(
-            tmp_path / f"{name}-{len(made)}", read_args=list(read_args or []), metrics_listen=metrics_listen
+            tmp_path / f"{name}-{len(made)}",
+            read_args=list(read_args or []),
+            metrics_listen=metrics_listen,
+            **_stores(stack),
         )
         made.append(trio)
         return trio
 
-    yield make
-    for trio in made:
-        trio.close()
+    with stack:
+        yield make
+        for trio in made:
+            trio.close()

@@ -328,8 +328,11 @@ def connect_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
 
 
-def event_store_head(path: Path) -> int:
+def event_store_head(path: Path | str) -> int:
     """The highest position in the `events` table (0 when there is none yet)."""
+    if isinstance(path, str):
+        rows = _postgres_rows(path, "SELECT COALESCE(MAX(position), 0) FROM events", ())
+        return int(rows[0][0]) if rows else 0
     if not path.exists():
         return 0
     conn = connect_ro(path)
@@ -343,8 +346,14 @@ def event_store_head(path: Path) -> int:
         conn.close()
 
 
-def event_rows(path: Path, min_position: int = 0) -> list[tuple[int, str, int, str]]:
+def event_rows(path: Path | str, min_position: int = 0) -> list[tuple[int, str, int, str]]:
     """(position, stream_id, stream_version, type) for every event after min_position, in position order."""
+    if isinstance(path, str):
+        query = "SELECT position, stream_id, stream_version, type FROM events WHERE position > %s"
+        query += " ORDER BY position"
+        return [
+            (int(p), str(s), int(v), str(t)) for p, s, v, t in _postgres_rows(path, query, (min_position,))
+        ]
     conn = connect_ro(path)
     try:
         return [
@@ -357,6 +366,30 @@ def event_rows(path: Path, min_position: int = 0) -> list[tuple[int, str, int, s
         ]
     finally:
         conn.close()
+
+
+def table_indexes(location: Path | str, table: str) -> list[str]:
+    """The names of a read database table's indexes (SQLite file or PostgreSQL URL)."""
+    if isinstance(location, str):
+        rows = _postgres_rows(location, "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table,))
+        return [str(r[0]) for r in rows]
+    connection = sqlite3.connect(location)
+    try:
+        query = "SELECT name FROM sqlite_master WHERE tbl_name = ?"
+        return [str(r[0]) for r in connection.execute(query, (table,))]
+    finally:
+        connection.close()
+
+
+def _postgres_rows(url: str, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows of a query on the event store database; none while it or its table does not exist yet."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5) as connection:
+            return connection.execute(query, args).fetchall()
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        return []
 
 
 # ------------------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ def _open_modes(proc: ServiceProcess, paths: list[Path]) -> dict[str, str]:
     return modes
 
 
+@pytest.mark.sqlite_files
 def test_readers_open_the_database_files_read_only(trio: Trio) -> None:
     """Reads /proc/<pid>/fdinfo: the services run on Linux only (their writer lock is fcntl)."""
     created = trio.commands.CreateOrder(create_request(unique("o")), timeout=10)

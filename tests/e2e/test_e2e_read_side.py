@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from e2e_support import Trio, create_request, health, item, run_cli, unique, wait_for
+from e2e_support import Trio, create_request, health, item, run_cli, table_indexes, unique, wait_for
 from grpc_health.v1 import health_pb2
 
 from orders_api.v1 import orders_pb2 as pb
@@ -28,6 +28,7 @@ def projection(trio: Trio, name: str) -> pb.ProjectionState | None:
     return next((p for p in status.projections if p.name == name), None)
 
 
+@pytest.mark.sqlite_files
 def test_product_sales_catch_up_on_a_read_database_that_holds_only_the_first_two_models(
     make_trio: Callable[..., Trio],
 ) -> None:
@@ -102,6 +103,7 @@ def projector_cli(trio: Trio, *command: str) -> subprocess.CompletedProcess[str]
     return run_cli("projector", [*flags, *command], timeout=60)
 
 
+@pytest.mark.sqlite_files
 def test_unknown_types_pass_and_a_failing_stream_is_parked_retried_and_skipped(
     make_trio: Callable[..., Trio],
 ) -> None:
@@ -194,6 +196,7 @@ def serving(trio: Trio) -> int:
     return health(trio.read_channel(), "orders.v1.OrderQueryService")
 
 
+@pytest.mark.sqlite_files
 def test_health_follows_lag_and_failed_projections(
     make_trio: Callable[..., Trio], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,13 +287,7 @@ def test_rebuild_under_query_load_fails_no_query_and_never_goes_back(make_trio: 
     for method, seen in versions.items():
         assert len(seen) > 3, (method, seen)
         assert seen == sorted(seen), f"{method}: read_model_version went back: {seen}"
-    connection = sqlite3.connect(trio.read_db)
-    try:
-        indexes = [
-            r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'rm_orders'")
-        ]
-    finally:
-        connection.close()
+    indexes = table_indexes(trio.read_db, "rm_orders")
     assert any("__g" in name for name in indexes), indexes  # the rebuilt tables answer now
     trio.wait_projected(trio.head())
     verified = projector_cli(trio, "verify")
