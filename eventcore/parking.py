@@ -77,7 +77,6 @@ def _resolve(
             work.unpark(name, stream_id)
         log.info("projection %s resumed from its checkpoint", name)
         return Resolution(name, stream_id, 0, None)
-    events = log_reader.read_stream(stream_id)
     limit: int | None = None  # apply only the events before this index (after a failure)
     failure: ParkedStream | None = None
     while True:
@@ -88,7 +87,10 @@ def _resolve(
                 if current is None:  # resolved meanwhile
                     return Resolution(name, stream_id, 0, None)
                 checkpoint = store.checkpoints()[name].position
+                # Read only now: while this transaction holds the read store, the projector cannot
+                # pass more of the stream's events, and every event up to its checkpoint is in the log.
                 first = current.position + (1 if skip else 0)
+                events = log_reader.read_stream(stream_id)
                 waiting = [e for e in events if first <= e.position <= checkpoint]
                 if skip:
                     work.record_skip(SkippedEvent(*current[:5]))
