@@ -135,6 +135,11 @@ def over_limit(name: str, parked: ParkedStream, max_parked: int) -> ParkedStream
     )
 
 
+def failed_projections(parked: Mapping[tuple[str, str], ParkedStream]) -> set[str]:
+    """The projections stopped as a whole, from parks keyed by (projection, stream_id)."""
+    return {name for name, stream in parked if stream == WHOLE_PROJECTION}
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -181,7 +186,7 @@ class ProjectionRunner:
                 self._positions[projection.name] = 0
             else:
                 self._positions[projection.name] = checkpoint.position
-        self._failed = {p for p, s in self._store.parked_streams() if s == WHOLE_PROJECTION}
+        self._failed = failed_projections(self._store.parked_streams())
 
     @property
     def positions(self) -> dict[str, int]:
@@ -201,7 +206,7 @@ class ProjectionRunner:
         if len(self._positions) != len(self._projections):
             self.prepare()
         else:  # an operator may have retried a failed projection meanwhile
-            self._failed = {p for p, s in self._store.parked_streams() if s == WHOLE_PROJECTION}
+            self._failed = failed_projections(self._store.parked_streams())
         going = [self._positions[p.name] for p in self._projections if p.name not in self._failed]
         if not going:
             return 0
@@ -241,7 +246,7 @@ class ProjectionRunner:
             # below a checkpoint is never applied again, whatever this runner remembers.
             stored = self._store.checkpoints()
             parked = {**self._store.parked_streams(), **found}
-            self._failed = {p for p, s in parked if s == WHOLE_PROJECTION}
+            self._failed = failed_projections(parked)
             for projection in self._projections:
                 name = projection.name
                 checkpoint = stored.get(name)
