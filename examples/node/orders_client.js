@@ -1,0 +1,162 @@
+// A Node.js client of the order service, built from ../../protos at run time (no code generation).
+//
+// It creates an order, reads it back with min_position (read-your-writes), watches it through a
+// confirm and a ship, and follows the event log with SubscribeEvents from position 0 to caught_up.
+//
+//   npm ci
+//   node orders_client.js [--write 127.0.0.1:50051] [--read 127.0.0.1:50052]
+//
+// The addresses may also come from ORDERS_WRITE_ADDR and ORDERS_READ_ADDR.
+"use strict";
+
+const path = require("path");
+const crypto = require("crypto");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const PROTOS = path.join(__dirname, "..", "..", "protos");
+const DEADLINE_MS = 10000;
+
+function option(name, fallback) {
+  const index = process.argv.indexOf(name);
+  return index >= 0 && index + 1 < process.argv.length ? process.argv[index + 1] : fallback;
+}
+
+function loadApi() {
+  const definition = protoLoader.loadSync(path.join(PROTOS, "orders", "v1", "orders.proto"), {
+    includeDirs: [PROTOS],
+    keepCase: true, // field names as in the .proto: order_id, min_position, ...
+    longs: Number, // uint64 positions as numbers (exact up to 2^53)
+    enums: String, // ORDER_STATUS_PENDING rather than 1
+    defaults: true,
+    oneofs: true, // a oneof's set field is named by the virtual field of the oneof's name
+  });
+  return grpc.loadPackageDefinition(definition).orders.v1;
+}
+
+function deadline() {
+  return new Date(Date.now() + DEADLINE_MS);
+}
+
+// A unary call as a promise.
+function call(client, method, request) {
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline: deadline() }, (error, reply) => (error ? reject(error) : resolve(reply)));
+  });
+}
+
+// Watch the order: confirm it once the first view arrives, ship it once it is confirmed, and stop
+// once it is shipped. Resolves with the statuses and versions seen.
+function watchThroughConfirmAndShip(commands, queries, orderId, minPosition) {
+  return new Promise((resolve, reject) => {
+    const seen = [];
+    const watch = queries.WatchOrder({ order_id: orderId, min_position: minPosition });
+    const timer = setTimeout(() => {
+      watch.cancel();
+      reject(new Error(`watch saw only ${JSON.stringify(seen)}`));
+    }, DEADLINE_MS);
+    watch.on("data", (message) => {
+      const { status, version } = message.order;
+      seen.push({ status, version, read_model_version: message.consistency.read_model_version });
+      console.log(`watch: ${orderId} is ${status} at version ${version}`);
+      let next = null;
+      if (status === "ORDER_STATUS_PENDING") {
+        next = call(commands, "ConfirmOrder", { order_id: orderId, expected_version: version });
+      } else if (status === "ORDER_STATUS_CONFIRMED") {
+        next = call(commands, "ShipOrder", { order_id: orderId, tracking_number: "TRACK-NODE-1" });
+      } else if (status === "ORDER_STATUS_SHIPPED") {
+        clearTimeout(timer);
+        watch.cancel();
+        resolve(seen);
+      }
+      if (next) {
+        next.catch((error) => {
+          clearTimeout(timer);
+          watch.cancel();
+          reject(error);
+        });
+      }
+    });
+    watch.on("error", (error) => {
+      if (error.code !== grpc.status.CANCELLED) {
+        clearTimeout(timer);
+        reject(error);
+      }
+    });
+  });
+}
+
+// Follow the log from position 0 until the server says caught_up; resolves with what was seen.
+function subscribeUntilCaughtUp(events) {
+  return new Promise((resolve, reject) => {
+    let count = 0;
+    let last = 0;
+    const subscription = events.SubscribeEvents({ from_position: 0 });
+    const timer = setTimeout(() => {
+      subscription.cancel();
+      reject(new Error(`no caught_up after ${count} events`));
+    }, DEADLINE_MS);
+    subscription.on("data", (message) => {
+      if (message.message === "event") {
+        if (message.event.position !== last + 1) {
+          reject(new Error(`event ${message.event.position} after ${last}`));
+        }
+        last = message.event.position;
+        count += 1;
+      } else if (message.message === "caught_up") {
+        clearTimeout(timer);
+        subscription.cancel();
+        resolve({ count, position: message.caught_up.position });
+      }
+    });
+    subscription.on("error", (error) => {
+      if (error.code !== grpc.status.CANCELLED) {
+        clearTimeout(timer);
+        reject(error);
+      }
+    });
+  });
+}
+
+async function main() {
+  const api = loadApi();
+  const writeAddress = option("--write", process.env.ORDERS_WRITE_ADDR || "127.0.0.1:50051");
+  const readAddress = option("--read", process.env.ORDERS_READ_ADDR || "127.0.0.1:50052");
+  const insecure = grpc.credentials.createInsecure();
+  const commands = new api.OrderCommandService(writeAddress, insecure);
+  const queries = new api.OrderQueryService(readAddress, insecure);
+  const events = new api.EventStoreService(readAddress, insecure);
+
+  const orderId = `node-${crypto.randomUUID().slice(0, 8)}`;
+  const created = await call(commands, "CreateOrder", {
+    order_id: orderId,
+    customer_id: "node-customer",
+    items: [
+      { product_id: "sku-1", quantity: 2, unit_price: 1250 },
+      { product_id: "sku-2", quantity: 1, unit_price: 499 },
+    ],
+    command_id: `create-${orderId}`,
+  });
+  console.log(`created ${orderId} at position ${created.position} (version ${created.stream_version})`);
+
+  const read = await call(queries, "GetOrder", { order_id: orderId, min_position: created.position });
+  console.log(
+    `read ${orderId}: ${read.order.status}, total ${read.order.total},` +
+      ` read model at ${read.consistency.read_model_version}, consistent ${read.consistency.is_consistent}`,
+  );
+
+  const seen = await watchThroughConfirmAndShip(commands, queries, orderId, created.position);
+  console.log(`watch saw ${seen.map((s) => `${s.status}@${s.version}`).join(" -> ")}`);
+
+  const followed = await subscribeUntilCaughtUp(events);
+  console.log(`subscription: ${followed.count} events from position 0, caught up at ${followed.position}`);
+
+  for (const client of [commands, queries, events]) {
+    client.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(`orders_client failed: ${error.message || error}`);
+  process.exit(1);
+});
