@@ -19,6 +19,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PEER_INSTALL = "pip install -r bench/requirements.txt (or: make bench-peer)"
 
 
+def _stages(text: str) -> frozenset[str]:
+    chosen = frozenset(name.strip() for name in text.split(",") if name.strip())
+    unknown = chosen - set(settings.STAGES)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown stage(s) {', '.join(sorted(unknown)) or '(none)'}; "
+            f"choose from {', '.join(settings.STAGES)}"
+        )
+    return chosen
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -32,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peer",
         action="store_true",
-        help="also run the same append and projection workload through the eventsourcing library",
+        help="also run the same append and projection workload through the eventsourcing library, "
+        "and UmaDB's conditional appends beside our command streams",
     )
     parser.add_argument(
         "--results-dir",
@@ -53,6 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="before each stage, wait up to SECONDS for other programs to stop using the CPU (default 0)",
     )
+    parser.add_argument(
+        "--only",
+        type=_stages,
+        default=frozenset(),
+        metavar="STAGE[,STAGE]",
+        help=f"run only these stages, from {', '.join(settings.STAGES)} (small holds the throughput "
+        "levels, command streams and live lag; peer needs --peer)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(
         "--log-level",
@@ -65,15 +85,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.peer and importlib.util.find_spec("eventsourcing") is None:
-        print(f"bench: --peer needs the eventsourcing library: {PEER_INSTALL}", file=sys.stderr)
-        return 2
+    for library in ("eventsourcing", "umadb"):
+        if args.peer and importlib.util.find_spec(library) is None:
+            print(f"bench: --peer needs the {library} library: {PEER_INSTALL}", file=sys.stderr)
+            return 2
     if args.work_dir is not None and args.work_dir.exists() and any(args.work_dir.iterdir()):
         print(f"bench: --work-dir {args.work_dir} must be empty or absent", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     build = settings.quick if args.quick else settings.full
-    chosen = build(args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet)
+    chosen = build(args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet, args.only)
     results = run(chosen)
     report.summarize(results)
     json_path, markdown_path = report.write(results, chosen.results_dir)

@@ -124,3 +124,26 @@ def open_loop_lag(
         ",".join(str(p) for p in watch_pids),
     ]
     return run_json("bench.lag", args, log_dir, "lag-client", warmup + duration + 60)[0]
+
+
+def stream_loop(
+    *,
+    write: str,
+    levels: tuple[int, ...],
+    warmup: float,
+    duration: float,
+    watch_pids: list[int],
+    baseline: processes.Process | None,
+    log_dir: Path,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"real"|"baseline": {str(level): result}} from one `bench.stream_load` process."""
+    args = ["--write", write, "--levels", ",".join(str(level) for level in levels)]
+    args += ["--warmup", str(warmup), "--duration", str(duration)]
+    args += ["--watch-pids", ",".join(str(p) for p in watch_pids)]
+    if baseline is not None:
+        args += ["--baseline", baseline.address, "--baseline-pid", str(baseline.pid)]
+    budget = 2 * len(levels) * (warmup + duration + 30) + 30
+    out: dict[str, dict[str, dict[str, Any]]] = {"real": {}, "baseline": {}}
+    for result in run_json("bench.stream_load", args, log_dir, "stream-client", budget):
+        out[result["target"]][str(result["concurrency"])] = result
+    return out

@@ -1,8 +1,8 @@
 """The ceiling: a `grpc.aio` server with the real services' shape and none of their work.
 
-It implements OrderCommandService and OrderQueryService with canned replies of realistic size (a
-CommandReply carrying one OrderCreated event, an OrderView with items and timestamps, a page of ten
-summaries), so the difference between it and the real services is exactly what the services do.
+It implements OrderCommandService (ExecuteCommands too) and OrderQueryService with canned replies of
+realistic size (a CommandReply carrying one OrderCreated event, an OrderView with items and timestamps,
+a page of ten summaries), so the difference between it and the real services is exactly what the services do.
 Run as `python -m bench.noop_server --listen 127.0.0.1:0`; prints `listening on HOST:PORT` first.
 """
 
@@ -104,6 +104,13 @@ class NoopCommands(orders_pb2_grpc.OrderCommandServiceServicer):
 
     async def CancelOrder(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return self._reply
+
+    async def ExecuteCommands(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        """One outcome per envelope, at once: the ceiling of a command stream."""
+        outcome = orders_pb2.CommandOutcome(reply=self._reply)
+        async for envelope in request_iterator:
+            outcome.correlation_id = envelope.correlation_id
+            await context.write(outcome)
 
 
 class NoopQueries(orders_pb2_grpc.OrderQueryServiceServicer):

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -170,6 +171,41 @@ def start(
         log.info("%s (pid %d) listening on %s", name, process.pid, process.address)
     else:
         log.info("%s started (pid %d)", name, process.pid)
+    return process
+
+
+def venv_command(name: str) -> str:
+    """A console script installed beside this interpreter (the virtual environment's bin/)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def start_command(name: str, argv: list[str], log_dir: Path, *, timeout: float = 30.0) -> Process:
+    """Start a server that takes `--listen HOST:PORT` but announces nothing: a free port is picked,
+    and the server counts as started once that port accepts connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    log_path = log_dir / f"{name}.stderr.log"
+    with log_path.open("ab") as output:
+        popen = subprocess.Popen(
+            [*argv, "--listen", address], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+        )
+    process = Process(name, popen, log_path, address)
+    deadline = time.monotonic() + timeout
+    while True:
+        process.check_alive()
+        try:
+            socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                stop(process)
+                raise ProcessFailed(
+                    f"{name} did not accept connections on {address} in {timeout:.0f} s"
+                ) from None
+            time.sleep(0.05)
+    log.info("%s (pid %d) listening on %s", name, process.pid, address)
     return process
 
 

@@ -48,6 +48,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "machine": machine(),
         "settings": {
             "levels": list(settings.levels),
+            "stream_levels": list(settings.stream_levels),
             "warmup_s": settings.warmup_s,
             "duration_s": settings.duration_s,
             "small_orders": settings.small_orders,
@@ -64,6 +65,9 @@ def run(settings: Settings) -> dict[str, Any]:
     log.info("work directory %s", work)
 
     def stage(name: str, body: Callable[[], T]) -> T | None:
+        if settings.only and name.split()[0].lower() not in settings.only:
+            log.info("stage %s skipped (--only)", name)
+            return None
         if settings.wait_quiet_s > 0:
             foreign = processes.wait_for_quiet_machine(settings.wait_quiet_s, BUSY_CORES)
             if foreign >= BUSY_CORES:
@@ -100,6 +104,7 @@ def run(settings: Settings) -> dict[str, Any]:
         results["catchup"] = stage("catchup", lambda: stages.catch_up(settings, work))
         if settings.peer:
             results["peer"] = stage("peer", lambda: stages.peer(settings, work))
+            results["umadb"] = stage("peer UmaDB", lambda: stages.umadb_peer(settings, work))
         _gather(results, small, large)
     finally:
         results["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -117,6 +122,7 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
         results["ceilings"]["noop"] = small.get("noop")
         results["ceilings"]["noop_peak_rss_kib"] = small.get("noop_peak_rss_kib")
         results["commands"] = small.get("commands")
+        results["stream"] = small.get("stream")
         results["queries"] = small.get("queries")
         results["lag"] = small.get("lag")
     scale: dict[str, Any] = dict((large or {}).get("scale") or {})
@@ -149,6 +155,8 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
     measured: list[tuple[str, dict[str, Any]]] = []
     for level, m in (results.get("commands") or {}).items():
         measured.append((f"CreateOrder @{level}", m))
+    for level, m in (results.get("stream") or {}).items():
+        measured.append((f"ExecuteCommands @{level}", m))
     for rpc, per_level in (results.get("queries") or {}).items():
         measured.extend((f"{rpc} @{level}", m) for level, m in per_level.items())
     noop = (results.get("ceilings") or {}).get("noop") or {}

@@ -21,6 +21,8 @@ class Settings:
     keep: bool  # keep the work directory (data files and process logs)
     peer: bool
     levels: tuple[int, ...] = LEVELS
+    stream_levels: tuple[int, ...] = (64,)  # ExecuteCommands: commands in flight on one stream
+    only: frozenset[str] = frozenset()  # stages to run (empty: all)
     warmup_s: float = 1.0
     duration_s: float = 5.0
     small_orders: int = 10_000
@@ -39,13 +41,30 @@ class Settings:
     retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
 
 
-def full(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait_quiet_s: float) -> Settings:
-    return Settings("full", results_dir, work_dir, keep, peer, wait_quiet_s=wait_quiet_s)
+STAGES = ("raw", "small", "large", "catchup", "peer")
 
 
-def quick(results_dir: Path, work_dir: Path | None, keep: bool, peer: bool, wait_quiet_s: float) -> Settings:
+def full(
+    results_dir: Path,
+    work_dir: Path | None,
+    keep: bool,
+    peer: bool,
+    wait_quiet_s: float,
+    only: frozenset[str] = frozenset(),
+) -> Settings:
+    return Settings("full", results_dir, work_dir, keep, peer, wait_quiet_s=wait_quiet_s, only=only)
+
+
+def quick(
+    results_dir: Path,
+    work_dir: Path | None,
+    keep: bool,
+    peer: bool,
+    wait_quiet_s: float,
+    only: frozenset[str] = frozenset(),
+) -> Settings:
     return replace(
-        full(results_dir, work_dir, keep, peer, wait_quiet_s),
+        full(results_dir, work_dir, keep, peer, wait_quiet_s, only),
         mode="quick",
         warmup_s=0.25,
         duration_s=0.8,

@@ -211,6 +211,16 @@ def _throughput(
         retry_busy=settings.retry_busy,
         name="command-client",
     )
+    log.info("command streams at %s in flight", settings.stream_levels)
+    stream = clients.stream_loop(
+        write=system.write_address,
+        levels=settings.stream_levels,
+        warmup=settings.warmup_s,
+        duration=settings.duration_s,
+        watch_pids=[write_pid, projector_pid, read_pid],
+        baseline=noop,
+        log_dir=logs,
+    )
     log.info("live lag at %.0f commands/s", settings.lag_rate)
     lag: dict[str, Any] = {}
     for attempt in range(1 + settings.retry_busy):
@@ -233,15 +243,18 @@ def _throughput(
             break
         log.info("live lag: other programs used %.2f cores; measuring again", measured["foreign_cores"])
     pids = {str(write_pid): WRITE, str(projector_pid): PROJECTOR, str(read_pid): READ, str(noop.pid): "noop"}
+    per_levels = [*stream.values()]
     for per_rpc in (*queries.values(), *commands.values()):
-        for per_level in per_rpc.values():
-            for measured in per_level.values():
-                cpu = measured.get("server_cpu_us_per_call", {})
-                measured["server_cpu_us_per_call"] = {pids.get(pid, pid): us for pid, us in cpu.items()}
-    noop_results = {**commands["baseline"], **queries["baseline"]}
+        per_levels.extend(per_rpc.values())
+    for per_level in per_levels:
+        for measured in per_level.values():
+            cpu = measured.get("server_cpu_us_per_call", {})
+            measured["server_cpu_us_per_call"] = {pids.get(pid, pid): us for pid, us in cpu.items()}
+    noop_results = {**commands["baseline"], **queries["baseline"], "ExecuteCommands": stream["baseline"]}
     return {
         "queries": queries["real"],
         "commands": commands["real"]["CreateOrder"],
+        "stream": stream["real"],
         "noop": noop_results,
         "lag": lag,
     }
@@ -291,3 +304,26 @@ def peer(settings: Settings, work: Path) -> dict[str, Any]:
     args = ["--dir", str(data), "--events", str(settings.peer_events)]
     log.info("peer: eventsourcing, %d events", settings.peer_events)
     return clients.run_json("bench.peer", args, work / "logs", "peer", timeout=600)[0]
+
+
+def umadb_peer(settings: Settings, work: Path) -> dict[str, Any]:
+    """UmaDB's own server and Python client: conditional one-event appends at each stream level."""
+    data = _fresh(work, "umadb")
+    logs = work / "logs"
+    server = processes.start_command(
+        "umadb", [processes.venv_command("umadb"), "--db-path", str(data / "uma.db")], logs
+    )
+    try:
+        levels = ",".join(str(level) for level in sorted({1, *settings.stream_levels}))
+        args = ["--address", server.address, "--levels", levels, "--warmup", str(settings.warmup_s)]
+        args += ["--duration", str(settings.duration_s), "--watch-pids", str(server.pid)]
+        log.info("peer: UmaDB at %s in flight", levels)
+        measured = clients.run_json("bench.umadb_peer", args, logs, "umadb-client", timeout=600)
+    finally:
+        processes.stop(server)
+    by_level: dict[str, Any] = {}
+    for result in measured:
+        cpu = result.pop("server_cpu_us_per_call", {})
+        result["server_cpu_us_per_call"] = {"umadb": cpu[str(server.pid)]} if cpu else {}
+        by_level[str(result["concurrency"])] = result
+    return {"library": measured[0].get("library", "umadb"), "appends": by_level}

@@ -56,6 +56,10 @@ def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
             _positive(results, "commands", level, figure)
             _positive(results, "queries", "GetOrder", level, figure)
             _positive(results, "queries", "ListOrdersByCustomer", level, figure)
+    for figure in ("rate", "p50_ms", "p99_ms"):
+        _positive(results, "stream", "64", figure)
+        _positive(results, "ceilings", "noop", "ExecuteCommands", "64", figure)
+    _positive(results, "stream", "64", "server_cpu_us_per_call", "write_service")
     _positive(results, "catchup", "events_per_s")
     _positive(results, "lag", "achieved_rate")
     _positive(results, "lag", "lag", "p50_ms")
@@ -66,7 +70,7 @@ def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
         for process in PROCESSES:
             _positive(results, "memory", label, process)
     names = [target["name"] for target in results["targets"]]
-    assert len(names) == 9, names
+    assert len(names) == 14, names
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
     assert "PASS" in completed.stdout or "MISS" in completed.stdout
 
@@ -76,6 +80,9 @@ def test_help_and_bad_flag() -> None:
     bad = _bench("--no-such-flag")
     assert bad.returncode == 2
     assert "--no-such-flag" in bad.stderr
+    unknown_stage = _bench("--only", "small,nonsense")
+    assert unknown_stage.returncode == 2
+    assert "nonsense" in unknown_stage.stderr
 
 
 def test_peer_without_its_extra_exits_2_with_one_line() -> None:
