@@ -64,13 +64,13 @@ class CommandStream:
         bus: CommandBus,
         context: grpc.aio.ServicerContext,
         to_command: Callable[[pb.CommandEnvelope], Any | None],
-        to_reply: Callable[[CommandResult], pb.CommandReply],
+        fill_reply: Callable[[pb.CommandReply, CommandResult], None],
         window: int = DEFAULT_WINDOW,
     ) -> None:
         self._bus = bus
         self._context = context
         self._to_command = to_command
-        self._to_reply = to_reply
+        self._fill_reply = fill_reply
         self._window = window
         self.in_flight = 0  # envelopes read whose outcome is not written yet
         self.peak_in_flight = 0
@@ -147,7 +147,7 @@ class CommandStream:
             self._error(correlation_id, error)
             return
         outcome = pb.CommandOutcome(correlation_id=correlation_id)
-        outcome.reply.CopyFrom(self._to_reply(future.result()))
+        self._fill_reply(outcome.reply, future.result())
         self._ready.append(outcome)
         self._wake.set()
 

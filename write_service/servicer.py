@@ -16,7 +16,7 @@ from eventcore.errors import Unavailable
 from orders import commands, events
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
-from servicekit.event_messages import event_message
+from servicekit.event_messages import fill_event
 from servicekit.status import CallTracker, TrackedServicer, grpc_method
 from write_service.command_stream import DEFAULT_WINDOW, CommandStream
 
@@ -29,13 +29,20 @@ def _expected(request: Any) -> int | None:
     return request.expected_version if request.HasField("expected_version") else None
 
 
+def fill_reply(message: pb.CommandReply, result: CommandResult) -> None:
+    """Set the fields of an empty CommandReply (a unary reply, or the one inside an outcome)."""
+    message.position = result.position
+    message.stream_version = result.stream_version
+    message.deduplicated = result.deduplicated
+    add = message.events.add
+    for event in result.events:
+        fill_event(add(), event)
+
+
 def reply(result: CommandResult) -> pb.CommandReply:
-    return pb.CommandReply(
-        events=[event_message(e) for e in result.events],
-        position=result.position,
-        stream_version=result.stream_version,
-        deduplicated=result.deduplicated,
-    )
+    message = pb.CommandReply()
+    fill_reply(message, result)
+    return message
 
 
 def create_command(request: pb.CreateOrderRequest) -> commands.CreateOrder:
@@ -124,7 +131,7 @@ class OrderCommandServicer(TrackedServicer, orders_pb2_grpc.OrderCommandServiceS
     ) -> None:
         if self._streams_ending:
             raise Unavailable("the write service is shutting down")
-        stream = CommandStream(self._bus, context, envelope_command, reply, self._stream_window)
+        stream = CommandStream(self._bus, context, envelope_command, fill_reply, self._stream_window)
         self._streams.add(stream)
         try:
             await stream.run(request_iterator)
