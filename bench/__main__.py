@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=frozenset(),
         metavar="STAGE[,STAGE]",
         help=f"run only these stages, from {', '.join(settings.STAGES)} (small holds the throughput "
-        "levels, command streams and live lag; peer needs --peer)",
+        "levels, command streams and live lag; peer (eventsourcing) and umadb need --peer)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(

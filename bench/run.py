@@ -104,7 +104,7 @@ def run(settings: Settings) -> dict[str, Any]:
         results["catchup"] = stage("catchup", lambda: stages.catch_up(settings, work))
         if settings.peer:
             results["peer"] = stage("peer", lambda: stages.peer(settings, work))
-            results["umadb"] = stage("peer UmaDB", lambda: stages.umadb_peer(settings, work))
+            results["umadb"] = stage("umadb", lambda: stages.umadb_peer(settings, work))
         _gather(results, small, large)
     finally:
         results["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -41,7 +41,7 @@ class Settings:
     retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
 
 
-STAGES = ("raw", "small", "large", "catchup", "peer")
+STAGES = ("raw", "small", "large", "catchup", "peer", "umadb")
 
 
 def full(
