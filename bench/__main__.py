@@ -7,6 +7,7 @@ stage failed, 2 for bad flags or when --peer is asked for without its extra inst
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -73,6 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only these stages, from {', '.join(settings.STAGES)} (small holds the throughput "
         "levels, command streams and live lag; peer (eventsourcing) and umadb need --peer)",
     )
+    parser.add_argument(
+        "--retry-busy",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure a figure again up to N times while other programs use the CPU (full default 2, "
+        "quick 0)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(
         "--log-level",
@@ -95,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     build = settings.quick if args.quick else settings.full
     chosen = build(args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet, args.only)
+    if args.retry_busy is not None:
+        chosen = dataclasses.replace(chosen, retry_busy=max(0, args.retry_busy))
     results = run(chosen)
     report.summarize(results)
     json_path, markdown_path = report.write(results, chosen.results_dir)
