@@ -43,8 +43,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(
         prog="projector",
-        description="Follows the event store and applies every event to the read models (order"
-        " view, customer summaries) in the read database, checkpoints in the same transaction.",
+        description="Without a command: follows the event store and applies every event to the read"
+        " models (order view, customer summaries, product sales) in the read database, checkpoints"
+        " in the same transaction. A COMMAND (after the flags) operates on the read models instead.",
     )
     cli.add_location(
         parser,
