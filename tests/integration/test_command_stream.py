@@ -207,10 +207,10 @@ async def test_a_reader_that_does_not_read_holds_the_stream_back(files: Files) -
             # Nobody reads outcomes: the server's window fills, it stops reading, and the producer stalls.
             (stream,) = await wait_for_streams(service)
             previous = -1
-            while True:
+            for _ in range(60):  # a stall: the window full and no append for a second
                 await asyncio.sleep(1.0)
                 head = service.store.head_position()
-                if head == previous:
+                if head == previous and stream.in_flight == window:
                     break
                 previous = head
             assert not producer.done(), "all commands went through with nobody reading outcomes"
