@@ -21,7 +21,7 @@ from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from read_service.event_store_servicer import EventStoreServicer
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
-from servicekit.metrics import Metrics, read_side_state, unary_methods
+from servicekit.metrics import Metrics, read_side_state
 from servicekit.server import ServerHost, ServerProcess
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ReadService(ServerProcess):
         self.metrics = Metrics()
         if settings.metrics_listen:
             service = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"]
-            self.host.calls.metrics = self.metrics.queries(unary_methods(service))
+            self.host.calls.metrics = self.metrics.queries(service)
             self.metrics.store_gauges(
                 lambda: read_side_state(settings.read_db, settings.event_store, order_codec())
             )

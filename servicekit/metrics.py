@@ -2,7 +2,8 @@
 
 Each process has its own registry (in-process tests start several servers in one interpreter):
 - calls, counted by `@grpc_method` through `CallMetrics.record`: `orders_commands_total{type,code}` and
-  `orders_command_duration_seconds{type}` (write service), `orders_queries_total{method,code}` and
+  `orders_command_duration_seconds{type}` (write service; the commands of an ExecuteCommands stream
+  count one by one, as their unary RPCs would), `orders_queries_total{method,code}` and
   `orders_query_duration_seconds{method}` (read service). The label children of each method's OK outcome
   are bound when the server is built and the others on first use, so a call costs two dict lookups, one
   counter increment and one histogram observation.
@@ -18,10 +19,12 @@ prometheus-client's HTTP server runs in a daemon thread; the gauges it reads are
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -39,11 +42,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventcore.codec import EventCodec
-from eventcore.errors import StorageRefused, Unavailable
+from eventcore.command_bus import Command, CommandBus, CommandResult
+from eventcore.errors import ApplicationError, StorageRefused, Unavailable
 from eventcore.projection_status import ProjectionStatus, projection_statuses
 from eventcore.storage import Location, open_event_log_reader, open_read_store_reader
 from servicekit import cli
 from servicekit.server import BindError
+from servicekit.status import status_code_of
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +91,26 @@ class _Method:
 
 
 class CallMetrics:
-    """One server's calls by method and status code, and their durations."""
+    """One server's calls by method and status code, and their durations.
 
-    def __init__(self, count: Counter, duration: Histogram, methods: Iterable[str]) -> None:
+    `uncounted` methods are not counted as calls: a command stream's commands count one by one
+    (`CountedSubmits`), each under its own type.
+    """
+
+    def __init__(
+        self, count: Counter, duration: Histogram, methods: Iterable[str], uncounted: Iterable[str] = ()
+    ) -> None:
         self._count = count
         self._duration = duration
         self._methods = {name: _Method(count, duration, name) for name in methods}
+        self._uncounted = frozenset(uncounted)
 
     def record(self, method: str, code: grpc.StatusCode, started: float, now: float) -> None:
         """Count one finished call (`started` and `now` from time.perf_counter())."""
         bound = self._methods.get(method)
         if bound is None:
+            if method in self._uncounted:
+                return
             bound = self._methods[method] = _Method(self._count, self._duration, method)
         if code is OK:
             bound.ok.inc()
@@ -106,6 +120,45 @@ class CallMetrics:
                 child = bound.codes[code] = self._count.labels(method, code.name)
             child.inc()
         bound.duration.observe(now - started)
+
+
+def counted_submits(bus: CommandBus, metrics: CallMetrics | None) -> CommandBus:
+    """`bus`, or with metrics on, a stand-in whose submitted commands are counted by type as they resolve."""
+    return bus if metrics is None else cast(CommandBus, CountedSubmits(bus, metrics))
+
+
+class CountedSubmits:
+    """A command bus whose submitted commands are counted, by their type's name, once each resolves;
+    everything else goes to the bus itself."""
+
+    def __init__(self, bus: CommandBus, metrics: CallMetrics) -> None:
+        self._bus = bus
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    def submit(self, command: Command) -> asyncio.Future[CommandResult]:
+        name, started = type(command).__name__, time.perf_counter()
+        try:
+            future = self._bus.submit(command)
+        except Exception as error:  # refused before it was queued; the caller reports it
+            self._metrics.record(name, _code_of(error), started, time.perf_counter())
+            raise
+        future.add_done_callback(lambda done: self._done(name, started, done))
+        return future
+
+    def _done(self, name: str, started: float, future: asyncio.Future[CommandResult]) -> None:
+        if future.cancelled():
+            code = grpc.StatusCode.CANCELLED
+        else:
+            error = future.exception()
+            code = OK if error is None else _code_of(error)
+        self._metrics.record(name, code, started, time.perf_counter())
+
+
+def _code_of(error: BaseException) -> grpc.StatusCode:
+    return status_code_of(error) if isinstance(error, ApplicationError) else grpc.StatusCode.INTERNAL
 
 
 class StoreState(NamedTuple):
@@ -176,15 +229,23 @@ class Metrics:
         self._thread: threading.Thread | None = None
         self.address = ""
 
-    def commands(self, types: Iterable[str]) -> CallMetrics:
-        """Counters of a command service whose methods (command types) are `types`."""
-        return self._calls("orders_commands", "orders_command_duration_seconds", "type", "commands", types)
+    def commands(self, service: ServiceDescriptor) -> CallMetrics:
+        """Counters of a command service: its unary methods are the command types; its streams are
+        not counted as calls, their commands are (through `CountedSubmits`)."""
+        count, duration = self._families(
+            "orders_commands", "orders_command_duration_seconds", "type", "commands"
+        )
+        streams = [m.name for m in service.methods if m.client_streaming or m.server_streaming]
+        return CallMetrics(count, duration, unary_methods(service), streams)
 
-    def queries(self, methods: Iterable[str]) -> CallMetrics:
-        """Counters of a query service whose methods are `methods`."""
-        return self._calls("orders_queries", "orders_query_duration_seconds", "method", "queries", methods)
+    def queries(self, service: ServiceDescriptor) -> CallMetrics:
+        """Counters of a query service; its unary methods bound up front, any other on first use."""
+        count, duration = self._families(
+            "orders_queries", "orders_query_duration_seconds", "method", "queries"
+        )
+        return CallMetrics(count, duration, unary_methods(service))
 
-    def _calls(self, total: str, seconds: str, label: str, what: str, names: Iterable[str]) -> CallMetrics:
+    def _families(self, total: str, seconds: str, label: str, what: str) -> tuple[Counter, Histogram]:
         count = Counter(
             total, f"{what} answered, by {label} and status code", [label, "code"], registry=self.registry
         )
@@ -195,7 +256,7 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        return CallMetrics(count, duration, names)
+        return count, duration
 
     def store_gauges(self, read_state: Callable[[], StoreState]) -> None:
         """Gauges from `read_state`, called in the scrape's thread."""

@@ -12,7 +12,7 @@ from eventcore.storage import Location, display, open_event_store
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
-from servicekit.metrics import Metrics, StoreState, unary_methods
+from servicekit.metrics import Metrics, StoreState
 from servicekit.server import ServerHost, ServerProcess
 from write_service.command_stream import DEFAULT_WINDOW
 from write_service.servicer import OrderCommandServicer
@@ -59,7 +59,7 @@ class WriteService(ServerProcess):
         self.metrics = Metrics()
         if settings.metrics_listen:
             service = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"]
-            self.host.calls.metrics = self.metrics.commands(unary_methods(service))
+            self.host.calls.metrics = self.metrics.commands(service)
             self.metrics.store_gauges(lambda: StoreState(self.store.head_position()))
         self._closed = False
 

@@ -17,6 +17,7 @@ from orders import commands, events
 from orders_api.v1 import orders_pb2 as pb
 from orders_api.v1 import orders_pb2_grpc
 from servicekit.event_messages import fill_event
+from servicekit.metrics import counted_submits
 from servicekit.status import CallTracker, TrackedServicer, grpc_method
 from write_service.command_stream import DEFAULT_WINDOW, CommandStream
 
@@ -131,7 +132,8 @@ class OrderCommandServicer(TrackedServicer, orders_pb2_grpc.OrderCommandServiceS
     ) -> None:
         if self._streams_ending:
             raise Unavailable("the write service is shutting down")
-        stream = CommandStream(self._bus, context, envelope_command, fill_reply, self._stream_window)
+        bus = counted_submits(self._bus, self.calls.metrics)  # each command counts, not the stream
+        stream = CommandStream(bus, context, envelope_command, fill_reply, self._stream_window)
         self._streams.add(stream)
         try:
             await stream.run(request_iterator)

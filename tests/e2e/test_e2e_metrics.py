@@ -1,9 +1,9 @@
 """Metrics: each real process serves /metrics with `--metrics-listen`, and the numbers move with the work.
 
-Commands by type and status code (a refusal included), queries by method and code, the command duration
-histogram, the event store's head, and each projection's position, lag and parked streams (a stream
-parked by an event its handlers fail on), as a scrape
-of each process shows them; and a bad `--metrics-listen` exits 2 (syntax) or 1 (cannot bind).
+Commands by type and status code (a refusal included, and those of a command stream, each counted as
+its unary RPC), queries by method and code, the command duration histogram, the event store's head, and
+each projection's position, lag and parked streams (a stream parked by an event its handlers fail on),
+as a scrape of each process shows them; and a bad `--metrics-listen` exits 2 (syntax) or 1 (cannot bind).
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def test_each_process_serves_metrics_that_move_with_the_work(make_trio: Callable
     assert refused.code() == grpc.StatusCode.ALREADY_EXISTS
     malformed = rpc_error(trio.commands.ConfirmOrder, orders_pb2.ConfirmOrderRequest(order_id=""))
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    streamed = unique("order")
+    envelopes = [
+        orders_pb2.CommandEnvelope(correlation_id=1, create=create_request(streamed)),
+        orders_pb2.CommandEnvelope(correlation_id=2, create=create_request(streamed)),
+    ]
+    outcomes = list(trio.commands.ExecuteCommands(iter(envelopes), timeout=10))
+    assert sorted(o.WhichOneof("outcome") for o in outcomes) == ["error", "reply"]
     head = trio.head()
     trio.queries.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, min_position=head), timeout=10)
     missing = rpc_error(trio.queries.GetOrder, orders_pb2.GetOrderRequest(order_id=unique("none")))
@@ -68,15 +75,17 @@ def test_each_process_serves_metrics_that_move_with_the_work(make_trio: Callable
     def moved(name: str, **labels: str) -> float:
         return value(write, name, **labels) - value(old, name, **labels)
 
-    assert moved("orders_commands_total", type="CreateOrder", code="OK") == 2
-    assert moved("orders_commands_total", type="CreateOrder", code="ALREADY_EXISTS") == 1
+    # The stream's two commands count as CreateOrder commands, the stream itself not at all.
+    assert moved("orders_commands_total", type="CreateOrder", code="OK") == 3
+    assert moved("orders_commands_total", type="CreateOrder", code="ALREADY_EXISTS") == 2
     assert moved("orders_commands_total", type="ConfirmOrder", code="OK") == 1
     assert moved("orders_commands_total", type="ConfirmOrder", code="INVALID_ARGUMENT") == 1
     assert moved("orders_commands_total", type="ShipOrder", code="OK") == 0
-    assert moved("orders_command_duration_seconds_count", type="CreateOrder") == 3
-    assert moved("orders_command_duration_seconds_bucket", type="CreateOrder", le="+Inf") == 3
+    assert moved("orders_command_duration_seconds_count", type="CreateOrder") == 5
+    assert moved("orders_command_duration_seconds_bucket", type="CreateOrder", le="+Inf") == 5
     assert moved("orders_command_duration_seconds_sum", type="CreateOrder") > 0
-    assert value(write, "orders_event_store_head") == head == 3
+    assert not [key for key in write if ("type", "ExecuteCommands") in key[1]]
+    assert value(write, "orders_event_store_head") == head == 4
 
     read = scrape(trio.read)
     old = before["read_service"]
