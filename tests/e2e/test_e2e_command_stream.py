@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from e2e_support import Trio, connect_ro, create_request, item, unique
+from e2e_support import Trio, create_request, event_rows, item, unique
 
 from orders_api.v1 import orders_pb2
 
@@ -15,14 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def stored_events(trio: Trio) -> dict[int, tuple[str, int, str]]:
-    conn = connect_ro(trio.events_db)
-    try:
-        return {
-            int(p): (str(s), int(v), str(t))
-            for p, s, v, t in conn.execute("SELECT position, stream_id, stream_version, type FROM events")
-        }
-    finally:
-        conn.close()
+    return {p: (s, v, t) for p, s, v, t in event_rows(trio.events_db)}
 
 
 def test_a_write_service_killed_mid_stream_loses_no_acknowledged_outcome(

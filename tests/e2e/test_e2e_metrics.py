@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from e2e_support import ServiceProcess, Trio, create_request, rpc_error, run_cli, unique
 from prometheus_client.parser import text_string_to_metric_families
 from test_e2e_read_side import insert_event
@@ -43,6 +44,7 @@ def projections(samples: Samples, name: str) -> dict[str, float]:
     return {dict(labels)["projection"]: v for (n, labels), v in samples.items() if n == name}
 
 
+@pytest.mark.sqlite_files
 def test_each_process_serves_metrics_that_move_with_the_work(make_trio: Callable[..., Trio]) -> None:
     trio = make_trio(metrics_listen="127.0.0.1:0", name="metrics")
     trio.start_all()
