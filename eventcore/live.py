@@ -40,11 +40,6 @@ class LiveFeed:
         self._advanced: asyncio.Future[None] | None = None
 
     @property
-    def head(self) -> int:
-        """The position up to which the feed has read the log."""
-        return self._head
-
-    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -71,7 +66,7 @@ class LiveFeed:
     def events_after(self, position: int, limit: int) -> list[RecordedEvent] | None:
         """Up to `limit` events after `position` from the window; [] when the feed has nothing
         newer yet; None when the window no longer reaches back to `position + 1`."""
-        if position < self._first - 1:
+        if not self.reaches_back_to(position):
             return None
         start = position - self._first + 1
         return self._events[start : start + limit]

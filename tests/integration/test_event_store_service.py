@@ -13,6 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from eventcore.events import PendingAppend
 from eventcore.sqlite.event_store import SQLiteEventStore
@@ -25,6 +27,7 @@ from tests.integration.conftest import Files, Projector, read_settings
 from tests.integration.support import bad_request_fields
 
 WAIT = 10.0  # generous bound of every wait for a message that must come
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def created(order_id: str) -> OrderCreated:
@@ -329,3 +332,19 @@ async def test_stopping_the_server_ends_open_subscriptions(
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await read_until(call, "event")
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_and_reflection_name_the_event_store_service(service: read_app.ReadService) -> None:
+    name = "orders.v1.EventStoreService"
+    async with grpc.aio.insecure_channel(service.host.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        async with asyncio.timeout(WAIT):
+            while (await health.Check(health_pb2.HealthCheckRequest(service=name))).status != SERVING:
+                await asyncio.sleep(0.02)
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listing = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        async for answer in listing:
+            assert name in [s.name for s in answer.list_services_response.service]
+            break
