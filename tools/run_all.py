@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from eventcore.storage import display, parse_location
 from tools import launch
+
+
+def shown(location: str) -> str:
+    """A path, or a URL without its password."""
+    return display(parse_location(location))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         processes[name] = subprocess.Popen(command, start_new_session=True)
     print(
         f"write service on {args.write_addr}, read service on {args.read_addr}, event store"
-        f" {settings.event_store}, read database {settings.read_db}; Ctrl-C stops all three",
+        f" {shown(settings.event_store)}, read database {shown(settings.read_db)}; Ctrl-C stops all three",
         file=sys.stderr,
         flush=True,
     )
