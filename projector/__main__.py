@@ -6,22 +6,36 @@ a finding or failure, 2 on a usage error).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
-import sys
 import threading
 from types import FrameType
 
-from eventcore import parking
-from eventcore.errors import StorageRefused, Unavailable
-from eventcore.projection import DEFAULT_MAX_PARKED
-from eventcore.sqlite.files import StorageLocked
-from orders.projections import PROJECTIONS
-from projector import commands
-from projector.app import Settings, run
-from servicekit import cli, metrics
-from servicekit.server import BindError
+# A stop signal is a graceful stop from the first moment: the handlers go in before the imports,
+# which take longer than a quick `kill` after start.
+STOP = threading.Event()
+_signalled: list[int] = []
+
+
+def request_stop(signum: int, frame: FrameType | None) -> None:
+    _signalled.append(signum)
+    STOP.set()
+
+
+signal.signal(signal.SIGINT, request_stop)
+signal.signal(signal.SIGTERM, request_stop)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from eventcore import parking  # noqa: E402
+from eventcore.errors import StorageRefused, Unavailable  # noqa: E402
+from eventcore.projection import DEFAULT_MAX_PARKED  # noqa: E402
+from orders.projections import PROJECTIONS  # noqa: E402
+from projector import commands  # noqa: E402
+from projector.app import Settings, run  # noqa: E402
+from servicekit import cli, metrics  # noqa: E402
+from servicekit.server import BindError  # noqa: E402
 
 log = logging.getLogger("projector")
 
@@ -77,6 +91,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=cli.positive_int,
     )
     metrics.add_listen_flag(parser, "ORDERS_PROJECTOR_METRICS_LISTEN")
+    cli.add_file_mode(parser)
     add_commands(parser)
     return cli.parse(parser, argv)
 
@@ -141,28 +156,32 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.command is not None:
+        _default_signals()  # an operator command stops on Ctrl-C as any command does
         try:
             return run_command(args)
         except commands.UnknownProjection as error:
             log.error("%s", error)
             return 2
-        except (parking.NotParked, FileNotFoundError, StorageLocked, StorageRefused, Unavailable) as error:
+        except (parking.NotParked, FileNotFoundError, StorageRefused, Unavailable) as error:
             log.error("%s", error)
             return 1
     settings = settings_of(args)
-    stop = threading.Event()
-    _stop_on_signals(stop)
     try:
-        run(settings, stop)
-    except (
-        StorageLocked,
-        StorageRefused,
-        Unavailable,
-        BindError,
-    ) as error:  # e.g. the server is not reachable
+        run(settings, STOP)
+    except (StorageRefused, Unavailable, BindError) as error:  # e.g. the server is not reachable
         log.error("%s", error)
         return 1
+    if _signalled:
+        log.info("stopped on %s", signal.Signals(_signalled[0]).name)
     return 0
+
+
+def _default_signals() -> None:
+    """Back to the default handlers; a signal that came during start-up is delivered now."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _signalled:
+        signal.raise_signal(_signalled[0])
 
 
 if __name__ == "__main__":

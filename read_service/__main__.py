@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     cli.add_grace(parser)
     metrics.add_listen_flag(parser, "ORDERS_READ_METRICS_LISTEN")
+    cli.add_edge_flags(parser)
     args = cli.parse(parser, argv)
     return Settings(
         args.listen,
@@ -67,6 +68,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         metrics_listen=args.metrics_listen,
         max_lag=args.max_lag,
         max_lag_seconds=args.max_lag_seconds,
+        edge=cli.edge_settings(args),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventcore.errors import Unavailable
 from eventcore.event_store import EventLogReader
@@ -21,13 +21,17 @@ from orders_api.v1 import orders_pb2, orders_pb2_grpc
 from read_service.event_store_servicer import EventStoreServicer
 from read_service.servicer import OrderQueryServicer
 from read_service.storage import StorageSlot
+from servicekit.edge import EdgeSettings
 from servicekit.metrics import Metrics, read_side_state
 from servicekit.server import ServerHost, ServerProcess
+from servicekit.tokens import READ
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderQueryService"].full_name
 EVENT_STORE_SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["EventStoreService"].full_name
+# Queries, watches and subscriptions all need the read scope.
+SCOPES = {SERVICE_NAME: READ, EVENT_STORE_SERVICE_NAME: READ}
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,14 @@ class Settings:
     max_lag: int = 10_000  # events a projection may lag ...
     max_lag_seconds: float = 30.0  # ... for this long before health says NOT_SERVING
     health_interval: float = 0.5  # seconds between looks at the projections' lag
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
 
 
 class ReadService(ServerProcess):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = StorageSlot(settings.read_db, settings.event_store)
-        self.host = ServerHost([SERVICE_NAME, EVENT_STORE_SERVICE_NAME])
+        self.host = ServerHost([SERVICE_NAME, EVENT_STORE_SERVICE_NAME], settings.edge, SCOPES)
         self.read_changes = open_changes(settings.read_db)
         self.watch = PositionWatch(self.storage.positions, self.read_changes.signal())
         self.read_path = ReadPath(query_bus(), self.storage.get, self.watch, settings.max_wait)
@@ -78,34 +83,34 @@ class ReadService(ServerProcess):
             self.metrics.start(self.settings.metrics_listen)
         address = await self.host.start(self.settings.listen)
         await self.host.set_serving(False)
-        self._readiness = asyncio.get_running_loop().create_task(self._become_ready())
+        self._readiness = asyncio.get_running_loop().create_task(self._follow_health())
         return address
 
-    async def _become_ready(self) -> None:
-        while not self.storage.try_open():
-            await asyncio.sleep(self.settings.ready_poll)
-        await self.host.set_serving(True)
-        await self._follow_lag()
-
-    async def _follow_lag(self) -> None:
-        """Health follows the projections: NOT_SERVING while one failed or lags too long."""
-        serving = True
+    async def _follow_health(self) -> None:
+        """SERVING while both files can be used and no projection failed or lags too long;
+        NOT_SERVING (queries UNAVAILABLE) while the files cannot be used, until they are fixed."""
+        serving = False
         while True:
-            await asyncio.sleep(self.settings.health_interval)
-            try:
-                storage = self.storage.get()
-                statuses = projection_statuses(storage.read_model, storage.events.head_position())
-            except Unavailable as error:  # the files' own trouble is answered per query
-                log.debug("lag health not checked: %s", error)
-                continue
-            reason = self.lag_health.verdict(statuses, time.monotonic())
+            usable = self.storage.check()
+            reason = self._lag_reason() if usable else "the files cannot be used"
             if (not reason) != serving:
                 serving = not reason
                 if serving:
-                    log.info("health SERVING: the projections recovered")
-                else:
+                    log.info("health SERVING")
+                elif usable:
                     log.warning("health NOT_SERVING: %s", reason)
                 await self.host.set_serving(serving)
+            await asyncio.sleep(self.settings.health_interval if usable else self.settings.ready_poll)
+
+    def _lag_reason(self) -> str:
+        """Why the projections make the service unhealthy (failed, lagging too long), or ""."""
+        try:
+            storage = self.storage.get()
+            statuses = projection_statuses(storage.read_model, storage.events.head_position())
+        except Unavailable as error:  # the files' own trouble: the next look at them tells
+            log.debug("lag health not checked: %s", error)
+            return ""
+        return self.lag_health.verdict(statuses, time.monotonic())
 
     async def stop(self) -> None:
         """Finish in-flight queries, then close the files. Idempotent."""

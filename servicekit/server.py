@@ -2,7 +2,9 @@
 
 Health (grpc.health.v1) and server reflection are always on. On SIGINT or SIGTERM the server
 reports NOT_SERVING, stops taking new calls, lets in-flight calls finish (up to `grace` seconds),
-then runs the process's own shutdown (closing storage) and returns.
+then runs the process's own shutdown (closing storage) and returns. The stop signals are handled
+from before `listening on` is printed, so a signal at any moment after it is a graceful stop;
+SIGHUP rereads the token file. TLS, tokens and limits come from servicekit.edge.
 """
 
 from __future__ import annotations
@@ -13,24 +15,22 @@ import logging
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from eventcore.errors import StorageRefused, Unavailable
-from eventcore.sqlite.files import StorageLocked
+from servicekit import edge as edges
 from servicekit.status import CallTracker
+from servicekit.tls import TlsConfigError
+from servicekit.tokens import TokenFileError
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-# SO_REUSEPORT off: a second server on a taken port must fail, not share it silently.
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
 # Once no call has run for this long, calls queued before the stop have all been refused.
@@ -44,8 +44,16 @@ class BindError(Exception):
 class ServerHost:
     """A grpc.aio server with health and reflection, for the services named at construction."""
 
-    def __init__(self, service_names: Sequence[str]) -> None:
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+    def __init__(
+        self,
+        service_names: Sequence[str],
+        edge: edges.EdgeSettings | None = None,
+        scopes: Mapping[str, str] | None = None,
+    ) -> None:
+        """`scopes`: the token scope each service needs (only used with a token file)."""
+        edge = edge or edges.EdgeSettings()
+        self._credentials = edges.credentials(edge)
+        self.server, self.tokens = edges.build_server(edge, scopes or {})
         self.calls = CallTracker()
         self.health = HealthServicer()
         self.service_names = list(service_names)
@@ -63,7 +71,10 @@ class ServerHost:
     async def start(self, listen: str) -> str:
         """Bind, start, and print `listening on HOST:PORT` as the first line of stdout."""
         try:
-            port = self.server.add_insecure_port(listen)
+            if self._credentials is None:
+                port = self.server.add_insecure_port(listen)
+            else:
+                port = self.server.add_secure_port(listen, self._credentials)
         except RuntimeError as error:
             raise BindError(f"cannot listen on {listen}: {error}") from None
         if port == 0:
@@ -74,6 +85,13 @@ class ServerHost:
         print(f"listening on {self.address}", flush=True)
         log.info("listening on %s", self.address)
         return self.address
+
+    def reload_tokens(self) -> None:
+        """Reread the token file (SIGHUP); a bad file keeps the tokens loaded before."""
+        if self.tokens is None:
+            log.info("SIGHUP: no --auth-token-file to reload")
+        else:
+            self.tokens.reload()
 
     async def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -111,15 +129,26 @@ class ServerProcess(ABC):
     async def stop(self) -> None:
         """Finish in-flight calls, then release storage. Idempotent."""
 
+    def reload(self) -> None:
+        """SIGHUP: reread what can be reread (the token file of `self.host`, if it has one)."""
+        host = getattr(self, "host", None)
+        if isinstance(host, ServerHost):
+            host.reload_tokens()
+
     async def run(self) -> None:
-        """Serve until SIGINT or SIGTERM, then stop gracefully."""
-        await self.start()
-        # What start-up built (modules, descriptors, storage) lives as long as the process: moved
-        # out of the collector's generations, full collections stop tracing it on every pass.
-        gc.freeze()
+        """Serve until SIGINT or SIGTERM, then stop gracefully.
+
+        The handlers are installed before start(), so even a signal right after `listening on`
+        is a graceful stop."""
+        signals = StopSignals(self.reload)
         try:
-            await wait_for_stop_signal()
+            await self.start()
+            # What start-up built (modules, descriptors, storage) lives as long as the process: moved
+            # out of the collector's generations, full collections stop tracing it on every pass.
+            gc.freeze()
+            await signals.wait()
         finally:
+            signals.remove()
             await self.stop()
 
 
@@ -131,23 +160,38 @@ def run_server_process(serve: Callable[[], Awaitable[None]]) -> int:
     """
     try:
         asyncio.run(_call(serve))
-    except (BindError, StorageLocked, StorageRefused, Unavailable) as error:  # at start-up
+    except START_FAILURES as error:
         log.error("%s", error)
         return 1
     return 0
+
+
+# What a process reports in one line (exit 1) when it cannot start: no traceback for a user's mistake
+# (Unavailable: a database server that cannot be reached).
+START_FAILURES = (BindError, StorageRefused, Unavailable, TlsConfigError, TokenFileError)
 
 
 async def _call(serve: Callable[[], Awaitable[None]]) -> None:
     await serve()
 
 
-async def wait_for_stop_signal() -> None:
-    """Return on the first SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stop requested: finishing in-flight calls")
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(signum)
+class StopSignals:
+    """SIGINT and SIGTERM set a stop event, SIGHUP calls `on_hangup`, from the moment this exists."""
+
+    STOP = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_hangup: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for signum in self.STOP:
+            self._loop.add_signal_handler(signum, self._stop.set)
+        self._loop.add_signal_handler(signal.SIGHUP, on_hangup)
+
+    async def wait(self) -> None:
+        """Return on the first SIGINT or SIGTERM (at once if one came already)."""
+        await self._stop.wait()
+        log.info("stop requested: finishing in-flight calls")
+
+    def remove(self) -> None:
+        for signum in (*self.STOP, signal.SIGHUP):
+            self._loop.remove_signal_handler(signum)

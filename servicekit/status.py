@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -26,9 +26,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class UndecodableRequest(errors.InvalidArgument):
+    """A request body that is not a valid message of the method's request type (servicekit.admission)."""
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        reason = str(error)[:200] or type(error).__name__
+        super().__init__([errors.FieldViolation("(request body)", f"is not a valid {type_name}: {reason}")])
+        self.type_name = type_name
+
+
 STATUS_OF: dict[type[errors.ApplicationError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.CommandIdReused: grpc.StatusCode.INVALID_ARGUMENT,
+    UndecodableRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
@@ -50,31 +61,67 @@ def status_code_of(error: errors.ApplicationError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def rich_status(code: grpc.StatusCode, message: str, error: Exception | None = None) -> grpc.Status:
-    """A status whose trailing metadata carries google.rpc.Status, with BadRequest when it applies."""
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+# An error's details stay small whatever the input, so a client with gRPC's default 8 KiB metadata
+# limit receives the real status: at most this many violations, then one saying how many more.
+MAX_VIOLATIONS = 20
+MAX_MESSAGE_CHARS = 1000
+_MAX_TEXT = 200  # characters of one violation's field or description
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def bounded_violations(violations: Sequence[errors.FieldViolation]) -> list[errors.FieldViolation]:
+    """The first MAX_VIOLATIONS violations (clipped), then one counting the rest, if any."""
+    shown = [
+        errors.FieldViolation(_clip(v.field, _MAX_TEXT), _clip(v.description, _MAX_TEXT))
+        for v in violations[:MAX_VIOLATIONS]
+    ]
+    rest = len(violations) - len(shown)
+    if rest > 0:
+        shown.append(errors.FieldViolation("(more)", f"and {rest} more field violations"))
+    return shown
+
+
+def _violations_of(error: Exception | None) -> list[errors.FieldViolation]:
     if isinstance(error, errors.InvalidArgument):
+        return bounded_violations(error.violations)
+    if isinstance(error, errors.CommandIdReused):
+        return [errors.FieldViolation("command_id", "was already used by a different request")]
+    return []
+
+
+def _message_of(message: str, error: Exception | None) -> str:
+    if isinstance(error, errors.InvalidArgument) and len(error.violations) > MAX_VIOLATIONS:
+        message = "; ".join(f"{v.field}: {v.description}" for v in bounded_violations(error.violations))
+    return _clip(message, MAX_MESSAGE_CHARS)
+
+
+def rich_status(code: grpc.StatusCode, message: str, error: Exception | None = None) -> grpc.Status:
+    """A status whose trailing metadata carries google.rpc.Status, with BadRequest when it applies.
+
+    Message and details are bounded (MAX_VIOLATIONS, MAX_MESSAGE_CHARS) whatever the request.
+    """
+    message = _message_of(message, error)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    violations = _violations_of(error)
+    if violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status.details.append(detail)
-    elif isinstance(error, errors.CommandIdReused):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field="command_id", description="was already used by a different request"
-                )
+                for v in violations
             ]
         )
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         status.details.append(detail)
     return rpc_status.to_status(status)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: errors.ApplicationError) -> None:
+    """End the call with the status the table gives `error` (raises grpc's AbortError)."""
+    await _abort(context, rich_status(status_code_of(error), str(error), error))
 
 
 M = TypeVar("M", bound=Callable[..., Awaitable[Any]])

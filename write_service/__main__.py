@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     cli.add_grace(parser)
     metrics.add_listen_flag(parser, "ORDERS_WRITE_METRICS_LISTEN")
+    cli.add_file_mode(parser)
+    cli.add_edge_flags(parser)
     args = cli.parse(parser, argv)
     return Settings(
         listen=args.listen,
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         stream_cache_size=args.stream_cache_size,
         grace=args.grace,
         metrics_listen=args.metrics_listen,
+        edge=cli.edge_settings(args),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventcore.command_bus import CommandBus
 from eventcore.event_store import EventStore
@@ -12,8 +12,10 @@ from eventcore.storage import Location, display, open_event_store
 from orders.events import order_codec
 from orders.order import command_handlers
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
+from servicekit.edge import EdgeSettings
 from servicekit.metrics import Metrics, StoreState
 from servicekit.server import ServerHost, ServerProcess
+from servicekit.tokens import WRITE
 from write_service.command_stream import DEFAULT_WINDOW
 from write_service.servicer import OrderCommandServicer
 
@@ -31,6 +33,7 @@ class Settings:
     grace: float = 10.0
     metrics_listen: str = ""  # HOST:PORT of /metrics; empty: no metrics
     stream_window: int = DEFAULT_WINDOW  # commands of one ExecuteCommands stream in flight at most
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
 
 
 def build_bus(store: EventStore, stream_cache_size: int) -> CommandBus:
@@ -56,6 +59,10 @@ class WriteService(ServerProcess):
         self.host = ServerHost([SERVICE_NAME])
         self.servicer = OrderCommandServicer(self.bus, self.host.calls, settings.stream_window)
         orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(self.servicer, self.host.server)
+        self.host = ServerHost([SERVICE_NAME], settings.edge, {SERVICE_NAME: WRITE})
+        orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
+            OrderCommandServicer(self.bus, self.host.calls), self.host.server
+        )
         self.metrics = Metrics()
         if settings.metrics_listen:
             service = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"]

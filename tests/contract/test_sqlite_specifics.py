@@ -22,7 +22,7 @@ from eventcore.projection import ProjectionRunner
 from eventcore.query_bus import QueryBus, QueryHandler
 from eventcore.read_store import ReadView
 from eventcore.sqlite.event_store import SQLiteEventLogReader, SQLiteEventStore
-from eventcore.sqlite.files import StorageLocked, latest_version, open_read_only
+from eventcore.sqlite.files import FileRefused, StorageLocked, latest_version, open_read_only
 from eventcore.sqlite.read_store import SQLiteReadStoreReader, SQLiteReadStoreWriter
 from orders.commands import CancelOrder, ConfirmOrder, CreateOrder
 from orders.events import OrderConfirmed, OrderCreated, OrderItem, order_codec
@@ -166,7 +166,7 @@ def test_a_newer_schema_than_the_code_knows_is_refused(events_path: Path) -> Non
     connection = sqlite3.connect(events_path)
     connection.execute(f"PRAGMA user_version={latest_version('event_store') + 1}")
     connection.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(FileRefused, match=f"{events_path}: schema version .* is newer"):
         SQLiteEventStore.open(events_path, order_codec())
 
 
