@@ -103,7 +103,7 @@ def inspect(path: str | Path, schema: str) -> None:
         return
     for other, other_id in APPLICATION_IDS.items():
         if application_id == other_id:
-            raise FileRefused(f"{what}: this is a {describe(other)}, not a {describe(schema)}")
+            raise FileRefused(f"{what}: this is the {describe(other)}, not the {describe(schema)}")
     if application_id != 0:
         raise FileRefused(
             f"{what}: another program's SQLite database "
