@@ -105,7 +105,7 @@ def test_a_damaged_file_is_refused_and_its_lock_file_removed(tmp_path: Path) -> 
     page = 4096
     data[page:] = b"\xa5" * (len(data) - page)
     path.write_bytes(bytes(data))
-    with pytest.raises(FileRefused, match="malformed|not a database"):
+    with pytest.raises(FileRefused, match=r"malformed|not a database"):
         SQLiteEventStore.open(path, order_codec())
     assert not (tmp_path / "events.db.writer-lock").exists()
 
