@@ -79,12 +79,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise ValueError(f"service {service!r}: a scope must be named, e.g. 'write' or 'read'")
             self._rules[service] = scope
         self._rules[HEALTH_SERVICE] = _OPEN
+        self._rule_of_method: dict[str, str] = {}  # decided once per method, looked up per call
+
+    def _rule(self, method: str) -> str:
+        try:
+            return self._rule_of_method[method]
+        except KeyError:
+            rule = self._rules.get(method[1:].partition("/")[0], _ANY_TOKEN)
+            if len(self._rule_of_method) < 10_000:  # unknown methods must not grow it without bound
+                self._rule_of_method[method] = rule
+            return rule
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method  # "/package.Service/Method"
-        rule = self._rules.get(method[1:].partition("/")[0], _ANY_TOKEN)
+        rule = self._rule(method)
         if rule == _OPEN:
             return await continuation(handler_call_details)
         token = bearer_token(handler_call_details.invocation_metadata)

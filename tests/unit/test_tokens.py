@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import subprocess
 import sys
@@ -238,8 +239,21 @@ def test_new_prints_a_token_and_a_line_that_authenticates_it(tmp_path: Path) -> 
     assert hashed.stdout == line.split()[2] + "\n"
 
 
-def test_two_new_tokens_differ() -> None:
-    first, second = (run_cli("new", "--name", "a", "--scopes", "read").stdout for _ in range(2))
+def in_process(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `python -m servicekit.tokens ARGS`, run in this process."""
+    sys.stdin = io.StringIO(stdin)
+    try:
+        code = tokens.main(list(args))
+    except SystemExit as stopped:
+        code = int(stopped.code or 0)
+    finally:
+        sys.stdin = sys.__stdin__
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_two_new_tokens_differ(capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = (in_process(capsys, "new", "--name", "a", "--scopes", "read")[1] for _ in range(2))
     assert first.splitlines()[0] != second.splitlines()[0]
 
 
@@ -258,19 +272,21 @@ def test_two_new_tokens_differ() -> None:
         (["rotate"], "invalid choice"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(args: list[str], says: str) -> None:
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert says in result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
+def test_bad_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    code, out, err = in_process(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert says in err
+    assert err.count("\n") == 1, err
 
 
-def test_help_and_an_empty_hash() -> None:
-    result = run_cli("--help")
-    assert result.returncode == 0
-    assert "new" in result.stdout and "hash" in result.stdout
-    assert run_cli("new", "--help").returncode == 0
-    empty = run_cli("hash", stdin="\n")
-    assert empty.returncode == 2
-    assert empty.stderr.count("\n") == 1
+def test_help_and_an_empty_hash(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = in_process(capsys, "--help")
+    assert code == 0
+    assert "new" in out and "hash" in out
+    assert in_process(capsys, "new", "--help")[0] == 0
+    code, _, err = in_process(capsys, "hash", stdin="\n")
+    assert code == 2
+    assert err.count("\n") == 1
