@@ -56,13 +56,9 @@ class WriteService(ServerProcess):
             settings.synchronous.value,
         )
         self.bus = build_bus(self.store, settings.stream_cache_size)
-        self.host = ServerHost([SERVICE_NAME])
+        self.host = ServerHost([SERVICE_NAME], settings.edge, {SERVICE_NAME: WRITE})
         self.servicer = OrderCommandServicer(self.bus, self.host.calls, settings.stream_window)
         orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(self.servicer, self.host.server)
-        self.host = ServerHost([SERVICE_NAME], settings.edge, {SERVICE_NAME: WRITE})
-        orders_pb2_grpc.add_OrderCommandServiceServicer_to_server(
-            OrderCommandServicer(self.bus, self.host.calls), self.host.server
-        )
         self.metrics = Metrics()
         if settings.metrics_listen:
             service = orders_pb2.DESCRIPTOR.services_by_name["OrderCommandService"]
