@@ -8,6 +8,7 @@ NOT_SERVING; it serves again once the files are fixed.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,8 @@ class StorageSlot:
             try:
                 if _identity(path) != opened:
                     return f"{path} was replaced"
-                with open(path, "rb"):
-                    pass
+                if not os.access(path, os.R_OK):  # no open(): closing it would drop SQLite's locks
+                    return f"{path}: not readable"
             except OSError as error:
                 return f"{path}: {error.strerror or error}"
         return ""

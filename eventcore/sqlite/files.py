@@ -19,11 +19,12 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import quote
 
 from eventcore.errors import StorageRefused
@@ -35,7 +36,6 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # PRAGMA application_id of each schema's files: "ORVE" and "ORVR" in ASCII.
 APPLICATION_IDS = {"event_store": 0x4F525645, "read_store": 0x4F525652}
 _WHAT = {"event_store": "event store", "read_store": "read database"}
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _file_mode = 0o600
 
@@ -91,14 +91,9 @@ def inspect(path: str | Path, schema: str) -> None:
         raise FileRefused(f"{what}: is not a regular file")
     if info.st_size == 0:
         return
-    try:
-        with open(file, "rb") as handle:
-            header = handle.read(100)
-    except OSError as error:
-        raise FileRefused(f"{what}: cannot read it: {error.strerror or error}") from None
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise FileRefused(f"{what}: not a SQLite database (the file holds other data)")
-    application_id = int.from_bytes(header[68:72], "big")
+    if not os.access(file, os.R_OK):
+        raise FileRefused(f"{what}: cannot read it: permission denied")
+    application_id = _peek(file, what, lambda c: int(c.execute("PRAGMA application_id").fetchone()[0]))
     if application_id == APPLICATION_IDS.get(schema):
         return
     for other, other_id in APPLICATION_IDS.items():
@@ -122,17 +117,32 @@ def _check_directory(file: Path, what: str) -> None:
         raise FileRefused(f"{what}: cannot create it: directory {directory} is not writable")
 
 
-def _check_unmarked(file: Path, schema: str, what: str) -> None:
-    """An unmarked SQLite file: empty, ours from the first release, or another program's."""
+T = TypeVar("T")
+
+
+def _peek(file: Path, what: str, look: Callable[[sqlite3.Connection], T]) -> T:
+    """`look` at the main file through a connection that takes no lock and writes nothing.
+
+    Through SQLite, never a plain file handle: closing any handle of a file drops every POSIX lock
+    this process holds on it, which would leave this process's own connections unprotected.
+    """
     try:
         connection = sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1", uri=True)
         try:
-            version = schema_version(connection)
-            tables = _tables(connection)
+            return look(connection)
         finally:
             connection.close()
-    except sqlite3.Error as error:
+    except sqlite3.DatabaseError as error:
+        if "not a database" in str(error):
+            raise FileRefused(f"{what}: not a SQLite database (the file holds other data)") from None
         raise FileRefused(f"{what}: unusable: {error}") from None
+    except sqlite3.Error as error:
+        raise FileRefused(f"{what}: cannot read it: {error}") from None
+
+
+def _check_unmarked(file: Path, schema: str, what: str) -> None:
+    """An unmarked SQLite file: empty, ours from the first release, or another program's."""
+    version, tables = _peek(file, what, lambda c: (schema_version(c), _tables(c)))
     if not tables and version == 0:
         return
     latest = latest_version(schema)
