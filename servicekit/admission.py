@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ DEFAULT_MAX_CONCURRENT_CALLS = 1000
 class Admission:
     """Counts the calls in flight on one server and refuses those beyond `limit`."""
 
-    __slots__ = ("active", "limit", "refused")
+    __slots__ = ("active", "limit", "logged_at", "refused")
 
     def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT_CALLS) -> None:
         if limit < 1:
@@ -42,6 +43,7 @@ class Admission:
         self.limit = limit
         self.active = 0
         self.refused = 0
+        self.logged_at = 0.0  # time.monotonic() of the last log line about refusals
 
 
 def _type_name(deserializer: Any) -> str:
@@ -69,6 +71,14 @@ async def _refuse_invalid(context: grpc.aio.ServicerContext, error: UndecodableR
 
 async def _refuse_overload(context: grpc.aio.ServicerContext, admission: Admission) -> None:
     admission.refused += 1
+    now = time.monotonic()
+    if now - admission.logged_at >= 1.0:  # one line a second at most, however hard the flood
+        admission.logged_at = now
+        log.warning(
+            "at the limit of %d concurrent calls: %d refused with RESOURCE_EXHAUSTED so far",
+            admission.limit,
+            admission.refused,
+        )
     await context.abort(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"the server is at its limit of {admission.limit} concurrent calls; retry shortly",
