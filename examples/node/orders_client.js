@@ -5,10 +5,14 @@
 //
 //   npm ci
 //   node orders_client.js [--write 127.0.0.1:50051] [--read 127.0.0.1:50052]
+//                         [--token TOKEN] [--ca ca.pem [--cert client.pem --key client.key]]
 //
-// The addresses may also come from ORDERS_WRITE_ADDR and ORDERS_READ_ADDR.
+// The addresses may also come from ORDERS_WRITE_ADDR and ORDERS_READ_ADDR, the token from
+// ORDERS_TOKEN. With --ca the channels use TLS (and mutual TLS with --cert and --key); with a token
+// every call carries `authorization: Bearer TOKEN`.
 "use strict";
 
+const fs = require("fs");
 const path = require("path");
 const crypto = require("crypto");
 const grpc = require("@grpc/grpc-js");
@@ -38,10 +42,39 @@ function deadline() {
   return new Date(Date.now() + DEADLINE_MS);
 }
 
+// Channel credentials: plaintext, or TLS trusting --ca (with a client certificate for mutual TLS).
+function channelCredentials() {
+  const ca = option("--ca", process.env.ORDERS_CA);
+  if (!ca) {
+    return grpc.credentials.createInsecure();
+  }
+  const cert = option("--cert", process.env.ORDERS_CERT);
+  const key = option("--key", process.env.ORDERS_KEY);
+  return grpc.credentials.createSsl(
+    fs.readFileSync(ca),
+    key ? fs.readFileSync(key) : null,
+    cert ? fs.readFileSync(cert) : null,
+  );
+}
+
+// Metadata sent with every call: the bearer token, when there is one. Per call rather than as call
+// credentials, because grpc-js refuses call credentials on a plaintext channel.
+const TOKEN = option("--token", process.env.ORDERS_TOKEN);
+
+function metadata() {
+  const result = new grpc.Metadata();
+  if (TOKEN) {
+    result.set("authorization", `Bearer ${TOKEN}`);
+  }
+  return result;
+}
+
 // A unary call as a promise.
 function call(client, method, request) {
   return new Promise((resolve, reject) => {
-    client[method](request, { deadline: deadline() }, (error, reply) => (error ? reject(error) : resolve(reply)));
+    client[method](request, metadata(), { deadline: deadline() }, (error, reply) =>
+      error ? reject(error) : resolve(reply),
+    );
   });
 }
 
@@ -50,7 +83,7 @@ function call(client, method, request) {
 function watchThroughConfirmAndShip(commands, queries, orderId, minPosition) {
   return new Promise((resolve, reject) => {
     const seen = [];
-    const watch = queries.WatchOrder({ order_id: orderId, min_position: minPosition });
+    const watch = queries.WatchOrder({ order_id: orderId, min_position: minPosition }, metadata());
     const timer = setTimeout(() => {
       watch.cancel();
       reject(new Error(`watch saw only ${JSON.stringify(seen)}`));
@@ -91,7 +124,7 @@ function subscribeUntilCaughtUp(events) {
   return new Promise((resolve, reject) => {
     let count = 0;
     let last = 0;
-    const subscription = events.SubscribeEvents({ from_position: 0 });
+    const subscription = events.SubscribeEvents({ from_position: 0 }, metadata());
     const timer = setTimeout(() => {
       subscription.cancel();
       reject(new Error(`no caught_up after ${count} events`));
@@ -122,10 +155,10 @@ async function main() {
   const api = loadApi();
   const writeAddress = option("--write", process.env.ORDERS_WRITE_ADDR || "127.0.0.1:50051");
   const readAddress = option("--read", process.env.ORDERS_READ_ADDR || "127.0.0.1:50052");
-  const insecure = grpc.credentials.createInsecure();
-  const commands = new api.OrderCommandService(writeAddress, insecure);
-  const queries = new api.OrderQueryService(readAddress, insecure);
-  const events = new api.EventStoreService(readAddress, insecure);
+  const credentials = channelCredentials();
+  const commands = new api.OrderCommandService(writeAddress, credentials);
+  const queries = new api.OrderQueryService(readAddress, credentials);
+  const events = new api.EventStoreService(readAddress, credentials);
 
   const orderId = `node-${crypto.randomUUID().slice(0, 8)}`;
   const created = await call(commands, "CreateOrder", {

@@ -12,10 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_e2e_secure
 from e2e_support import REPO, Trio
+from test_e2e_secure import Secured
 
 NODE_EXAMPLE = REPO / "examples" / "node"
 PYTHON_EXAMPLE = REPO / "examples" / "python" / "orders_client.py"
+
+# The trio on TLS with tokens, as the README's "Running it securely" starts it.
+secured = test_e2e_secure.secured
 TIMEOUT = 120.0  # seconds for `npm ci` or one run of an example
 
 
@@ -74,3 +79,42 @@ def test_the_node_example_runs_against_the_services(trio: Trio, node_example: Pa
 
 def test_the_python_example_runs_against_the_services(trio: Trio) -> None:
     _check_output(_run([sys.executable, str(PYTHON_EXAMPLE)], trio, REPO / "examples"))
+
+
+def _secure_flags(secured: Secured) -> list[str]:
+    """The example's flags for the secured trio: its addresses, the CA, a client certificate (the write
+    service asks for one) and a token with both scopes."""
+    assert secured.write.address and secured.read.address
+    pki = secured.pki
+    return [
+        *("--write", secured.write.address, "--read", secured.read.address),
+        *("--ca", str(pki.ca_cert), "--cert", str(pki.client_cert), "--key", str(pki.client_key)),
+        *("--token", secured.tokens["back-office"]),
+    ]
+
+
+def _run_secured(command: list[str], secured: Secured, cwd: Path) -> str:
+    finished = subprocess.run(
+        [*command, *_secure_flags(secured)], cwd=cwd, timeout=TIMEOUT, capture_output=True, text=True
+    )
+    assert finished.returncode == 0, f"stdout:\n{finished.stdout}\nstderr:\n{finished.stderr}"
+    for proc in secured.processes():
+        assert secured.tokens["back-office"] not in proc.stderr_text()
+    return finished.stdout
+
+
+def test_the_node_example_runs_with_tls_and_a_token(secured: Secured, node_example: Path) -> None:
+    _check_output(_run_secured([_tool("node"), "orders_client.js"], secured, node_example))
+
+
+def test_the_python_example_runs_with_tls_and_a_token(secured: Secured) -> None:
+    _check_output(_run_secured([sys.executable, str(PYTHON_EXAMPLE)], secured, REPO / "examples"))
+
+
+def test_the_examples_are_refused_without_their_token(secured: Secured) -> None:
+    flags = _secure_flags(secured)[:-2]  # everything but the token
+    finished = subprocess.run(
+        [sys.executable, str(PYTHON_EXAMPLE), *flags], timeout=TIMEOUT, capture_output=True, text=True
+    )
+    assert finished.returncode != 0
+    assert "UNAUTHENTICATED" in finished.stderr, finished.stderr
