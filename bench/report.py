@@ -15,6 +15,9 @@ from typing import Any
 
 CATCH_UP_TARGET = 50_000.0
 LAG_P99_TARGET_MS = 20.0
+LIVE_LAG_P50_MS, LIVE_LAG_P99_MS = 3.0, 15.0  # issue 8: push wake-ups instead of 2 ms polling
+IDLE_CORES_TARGET = 0.01  # issue 8: idle, each process under 1% of a core
+PROCESSES = ("write_service", "projector", "read_service")
 SINGLE_COMMAND_SLACK_MS = 0.3  # what one command may cost beyond gRPC and its fsync
 
 
@@ -212,6 +215,9 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("peak memory (VmHWM)", f"{process}, whole run", kib / 1024, "MiB"))
 
     out.extend(_cpu_rows(results))
+    idle = results.get("idle") or {}
+    for process, cores in (idle.get("cores") or {}).items():
+        out.append(Row("idle CPU", f"{process} over {idle.get('window_s', 0):.0f} s", cores * 100, "% core"))
     peer = results.get("peer")
     if peer:
         out.extend(_peer_rows(results, peer))
@@ -358,6 +364,19 @@ def targets(results: dict[str, Any]) -> list[Target]:
             "ms",
         ),
     ]
+    rate = f"@{_get(results, 'lag', 'target_rate') or 500:.0f} cmd/s"
+    out += [
+        Target(f"live lag p50 {rate} (issue 8)", _get(results, "lag", "lag", "p50_ms"), LIVE_LAG_P50_MS,
+               "<=", "ms"),
+        Target(f"live lag p99 {rate} (issue 8)", _get(results, "lag", "lag", "p99_ms"), LIVE_LAG_P99_MS,
+               "<=", "ms"),
+    ]  # fmt: skip
+    if "idle" in results:  # the stage ran (or failed): each process gets its line
+        for process in PROCESSES:
+            out.append(
+                Target(f"idle CPU {process}", _get(results, "idle", "cores", process), IDLE_CORES_TARGET,
+                       "<=", "cores")
+            )  # fmt: skip
     memory = results.get("memory") or {}
     for process, small_kib in (memory.get("small") or {}).items():
         large_kib = _get(memory, "large", process)
@@ -436,6 +455,8 @@ def _fmt_target(value: float | None, unit: str) -> str:
     """Ratios with three decimals, so 0.798 against a limit of 0.80 does not print as 0.80 and MISS."""
     if value is not None and unit == "x":
         return f"{value:.3f}"
+    if value is not None and unit == "cores":
+        return f"{value:.4f}"
     return _fmt(value, unit)
 
 

@@ -55,6 +55,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "large_orders": settings.large_orders,
             "catchup_events": settings.catchup_events,
             "lag_rate": settings.lag_rate,
+            "idle_s": settings.idle_s,
             "peer_events": settings.peer_events if settings.peer else 0,
         },
         "errors": [],
@@ -102,6 +103,8 @@ def run(settings: Settings) -> dict[str, Any]:
             ),
         )
         results["catchup"] = stage("catchup", lambda: stages.catch_up(settings, work))
+        if settings.idle_s > 0 and (not settings.only or "idle" in settings.only):
+            results["idle"] = stage("idle", lambda: stages.idle_cpu(settings, work))
         if settings.peer:
             results["peer"] = stage("peer", lambda: stages.peer(settings, work))
             results["umadb"] = stage("umadb", lambda: stages.umadb_peer(settings, work))
@@ -143,7 +146,12 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
         peaks["projector"] = max(peaks.get("projector", 0), catch["projector_peak_rss_kib"])
     memory["peak"] = peaks
     results["memory"] = memory
-    for label, data in (("small", small), ("large", large), ("catchup", catch)):
+    for label, data in (
+        ("small", small),
+        ("large", large),
+        ("catchup", catch),
+        ("idle", results.get("idle")),
+    ):
         for process, code in ((data or {}).get("exit_codes") or {}).items():
             if code != 0:
                 notes.append(f"{label}: {process} exited with {code} on SIGTERM (the contract says 0)")
@@ -166,7 +174,11 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
         if m.get("errors"):
             notes.append(f"{name}: errors {m['errors']} besides {m['calls']} successful calls")
     busy = [(name, m) for name, m in measured if m.get("foreign_cores", 0) > BUSY_CORES]
-    for name, m in (("live lag", results.get("lag") or {}), ("catch-up", results.get("catchup") or {})):
+    for name, m in (
+        ("live lag", results.get("lag") or {}),
+        ("catch-up", results.get("catchup") or {}),
+        ("idle CPU", results.get("idle") or {}),
+    ):
         if m.get("foreign_cores", 0) > BUSY_CORES:
             busy.append((name, m))
     if busy:

@@ -38,10 +38,11 @@ class Settings:
     peer_events: int = 20_000
     projection_timeout_s: float = 420.0
     wait_quiet_s: float = 0.0  # before each stage, wait up to this long for other programs to go idle
+    idle_s: float = 10.0  # idle CPU window (0: the stage is skipped)
     retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
 
 
-STAGES = ("raw", "small", "large", "catchup", "peer", "umadb")
+STAGES = ("raw", "small", "large", "catchup", "idle", "peer", "umadb")
 
 
 def full(
@@ -80,4 +81,5 @@ def quick(
         peer_events=1_000,
         projection_timeout_s=60.0,
         retry_busy=0,
+        idle_s=0.0,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,38 @@ def umadb_peer(settings: Settings, work: Path) -> dict[str, Any]:
         result["server_cpu_us_per_call"] = {"umadb": cpu[str(server.pid)]} if cpu else {}
         by_level[str(result["concurrency"])] = result
     return {"library": measured[0].get("library", "umadb"), "appends": by_level}
+
+
+IDLE_ORDERS = 1_000
+IDLE_SETTLE_S = 3.0  # after projecting, before the window: start-up work and writeback finish
+
+
+def idle_cpu(settings: Settings, work: Path) -> dict[str, Any]:
+    """Each service's CPU over an idle window, once the trio has projected a small log and settled.
+
+    Nothing talks to the services during the window (the status watcher is closed first), so what they
+    use is their own wake-ups: a fixed-interval poll of the disk would show here.
+    """
+    data = _fresh(work, "idle")
+    head = fixtures.build_orders_store(data / "events.db", IDLE_ORDERS)
+    result: dict[str, Any] = {"window_s": settings.idle_s}
+    with OrderSystem(data, work / "logs", "idle") as system:
+        system.start_all()
+        watcher = status.ProjectionWatcher(system.read_address)
+        try:
+            watcher.wait_for(head, settings.projection_timeout_s)
+        finally:
+            watcher.close()
+        time.sleep(IDLE_SETTLE_S)
+        names = {system.process(name).pid: name for name in (WRITE, PROJECTOR, READ)}
+        log.info("idle CPU: %.0f s with nothing to do", settings.idle_s)
+        before = processes.CpuSample.take(list(names))
+        time.sleep(settings.idle_s)
+        cpu = processes.CpuSample.take(list(names)).since(before)
+        system.check_alive()
+        result["cores"] = {
+            names[pid]: round(used / cpu["seconds"], 4) for pid, used in cpu["watched_seconds"].items()
+        }
+        result["foreign_cores"] = round(cpu["foreign_cores"], 3)
+        result["exit_codes"] = system.stop()
+    return result

@@ -70,7 +70,7 @@ def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
         for process in PROCESSES:
             _positive(results, "memory", label, process)
     names = [target["name"] for target in results["targets"]]
-    assert len(names) == 14, names
+    assert len(names) == 16, names
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
     assert "PASS" in completed.stdout or "MISS" in completed.stdout
 
