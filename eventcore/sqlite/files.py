@@ -19,6 +19,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -120,24 +121,39 @@ def _check_directory(file: Path, what: str) -> None:
 T = TypeVar("T")
 
 
+# An immutable view ignores the WAL and the writer's locks, so while a writer checkpoints it can
+# catch the main file half-written (a header counting pages not written yet reads as "malformed").
+# Such a view settles within milliseconds; a damaged file stays damaged.
+_PEEK_ATTEMPTS = 10
+_PEEK_PAUSE = 0.05  # seconds, times the attempt number
+
+
 def _peek(file: Path, what: str, look: Callable[[sqlite3.Connection], T]) -> T:
     """`look` at the main file through a connection that takes no lock and writes nothing.
 
     Through SQLite, never a plain file handle: closing any handle of a file drops every POSIX lock
     this process holds on it, which would leave this process's own connections unprotected.
     """
-    try:
-        connection = sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1", uri=True)
+    for attempt in range(1, _PEEK_ATTEMPTS + 1):
         try:
-            return look(connection)
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as error:
-        if "not a database" in str(error):
-            raise FileRefused(f"{what}: not a SQLite database (the file holds other data)") from None
-        raise FileRefused(f"{what}: unusable: {error}") from None
-    except sqlite3.Error as error:
-        raise FileRefused(f"{what}: cannot read it: {error}") from None
+            return _peek_once(file, look)
+        except sqlite3.DatabaseError as error:
+            if "not a database" in str(error):
+                raise FileRefused(f"{what}: not a SQLite database (the file holds other data)") from None
+            if attempt == _PEEK_ATTEMPTS:
+                raise FileRefused(f"{what}: unusable: {error}") from None
+        except sqlite3.Error as error:
+            raise FileRefused(f"{what}: cannot read it: {error}") from None
+        time.sleep(_PEEK_PAUSE * attempt)
+    raise AssertionError("unreachable")
+
+
+def _peek_once(file: Path, look: Callable[[sqlite3.Connection], T]) -> T:
+    connection = sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1", uri=True)
+    try:
+        return look(connection)
+    finally:
+        connection.close()
 
 
 def _check_unmarked(file: Path, schema: str, what: str) -> None:

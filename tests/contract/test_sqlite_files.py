@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,39 @@ def test_created_files_have_the_file_mode(tmp_path: Path, restore_mode: None) ->
                 assert stat.S_IMODE((tmp_path / f"{name}{suffix}").stat().st_mode) == mode, suffix
         finally:
             store.close()
+
+
+def _count_pages_not_written(path: Path) -> bytes:
+    """Make the header claim more pages than the file holds, as a checkpoint in progress can show
+    to a view that ignores the writer's locks; returns the true header bytes."""
+    with path.open("r+b") as handle:
+        true_count = handle.read(32)[28:32]
+        handle.seek(28)
+        handle.write((50).to_bytes(4, "big"))
+    return true_count
+
+
+def _restore_page_count(path: Path, true_count: bytes) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(28)
+        handle.write(true_count)
+
+
+def test_a_file_caught_mid_checkpoint_is_accepted_once_it_settles(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    SQLiteEventStore.open(path, order_codec()).close()
+    true_count = _count_pages_not_written(path)
+    settle = threading.Timer(0.2, _restore_page_count, (path, true_count))
+    settle.start()
+    try:
+        inspect(path, "event_store")  # looks again until the view settles
+    finally:
+        settle.join()
+
+
+def test_a_header_that_stays_wrong_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    SQLiteEventStore.open(path, order_codec()).close()
+    _count_pages_not_written(path)
+    with pytest.raises(FileRefused, match="unusable: database disk image is malformed"):
+        inspect(path, "event_store")
