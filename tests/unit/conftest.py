@@ -8,6 +8,7 @@ import pytest
 
 from eventcore.codec import EventCodec
 from eventcore.command_bus import CommandBus
+from eventcore.event_store import EventStore
 from eventcore.memory.event_store import InMemoryEventStore
 from eventcore.memory.read_store import InMemoryReadStoreWriter
 from eventcore.projection import ProjectionRunner
@@ -33,7 +34,7 @@ async def bus(store: InMemoryEventStore) -> AsyncIterator[CommandBus]:
     await bus.close()
 
 
-def order_bus(store: InMemoryEventStore, **options: int) -> CommandBus:
+def order_bus(store: EventStore, **options: int) -> CommandBus:
     bus = CommandBus(store, **options)
     for command_type, handler in command_handlers().items():
         bus.register(command_type, handler)
