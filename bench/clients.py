@@ -107,8 +107,9 @@ def open_loop_lag(
     duration: float,
     watch_pids: list[int],
     log_dir: Path,
+    watch: bool = False,
 ) -> dict[str, Any]:
-    """The result of one `bench.lag` run."""
+    """The result of one `bench.lag` run (with `watch`: reply to WatchOrder message)."""
     args = [
         "--write",
         write,
@@ -123,7 +124,10 @@ def open_loop_lag(
         "--watch-pids",
         ",".join(str(p) for p in watch_pids),
     ]
-    return run_json("bench.lag", args, log_dir, "lag-client", warmup + duration + 60)[0]
+    if watch:
+        args.append("--watch")
+    name = "watch-lag-client" if watch else "lag-client"
+    return run_json("bench.lag", args, log_dir, name, warmup + duration + 60)[0]
 
 
 def stream_loop(

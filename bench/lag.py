@@ -3,8 +3,9 @@
 Commands are sent on a fixed schedule (not as fast as replies come back), as real traffic arrives. For
 each reply, a `GetOrder` with `min_position` = the reply's position asks the read service for the new
 order; the lag is the time from the command's reply to that answer: the projector's delay plus the read
-service's wake-up plus one query, which is what a read-your-writes client actually waits. One JSON
-line goes to stdout.
+service's wake-up plus one query, which is what a read-your-writes client actually waits. With
+`--watch`, the lag is from a command's reply to a `WatchOrder` stream delivering the change instead.
+One JSON line goes to stdout.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent but not measured")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--tag", default="", help="prefix of new order ids (default: random)")
+    parser.add_argument(
+        "--watch", action="store_true", help="confirm and ship orders followed by WatchOrder streams instead"
+    )
     parser.add_argument("--watch-pids", default="", help="comma-separated pids of the processes under test")
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.watch:
+        return await run_watch(args)
     factory = RequestFactory(args.tag or uuid.uuid4().hex[:8], 1)
     lags: list[float] = []
     command_latencies: list[float] = []
@@ -109,6 +115,124 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_rate": args.rate,
         "achieved_rate": round(total_calls / sent_in, 1),
         "calls": measured_calls,
+        "answered": len(lags),
+        "errors": dict(errors),
+        "late_sends": behind,
+        "stale_answers": stale,
+        "lag": stats.summarize_ms(lags),
+        "command": stats.summarize_ms(command_latencies),
+        "client_cores": round(cpu["client_cores"], 3),
+        "foreign_cores": round(cpu["foreign_cores"], 3),
+    }
+
+
+WATCH_LEAD_S = 0.2  # a watch opens this long before its order's first command is due
+
+
+async def run_watch(args: argparse.Namespace) -> dict[str, Any]:
+    """From a command's reply to a `WatchOrder` watcher receiving the change, at `rate` commands/s.
+
+    Orders are created first (not measured); then each order is confirmed and shipped on the fixed
+    schedule while a watch opened just before follows it, so about `rate * WATCH_LEAD_S` watches are
+    open at any time. The lag is from the command's reply to the watch's message with the new status.
+    """
+    tag = args.tag or uuid.uuid4().hex[:8]
+    factory = RequestFactory(tag, 1)
+    interval = 1.0 / args.rate
+    warmup_calls = int(args.warmup * args.rate)
+    total_calls = warmup_calls + int(args.duration * args.rate)
+    orders = (total_calls + 1) // 2
+    lags: list[float] = []
+    command_latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    stale = behind = 0
+    async with (
+        grpc.aio.insecure_channel(args.write) as write_channel,
+        grpc.aio.insecure_channel(args.read) as read_channel,
+    ):
+        await asyncio.wait_for(write_channel.channel_ready(), 15)
+        await asyncio.wait_for(read_channel.channel_ready(), 15)
+        commands = grpc_api.OrderCommandServiceStub(write_channel)
+        queries = grpc_api.OrderQueryServiceStub(read_channel)
+        gate = asyncio.Semaphore(32)
+
+        async def create(index: int) -> tuple[str, int]:
+            async with gate:
+                request = factory.create_order(f"watch-{index}")
+                reply = await commands.CreateOrder(request, timeout=CALL_TIMEOUT_S)
+                return request.order_id, int(reply.position)
+
+        created = await asyncio.gather(*(create(index) for index in range(orders)))
+
+        async def follow(index: int, start: float) -> None:
+            nonlocal stale, behind
+            order_id, position = created[index]
+            watch = queries.WatchOrder(
+                orders_pb2.WatchOrderRequest(order_id=order_id, min_position=position),
+                timeout=CALL_TIMEOUT_S + WATCH_LEAD_S + 2 * interval,
+            )
+            rpc = "WatchOrder"
+            try:
+                await watch.read()  # the current view
+                steps = (
+                    ("ConfirmOrder", orders_pb2.ORDER_STATUS_CONFIRMED),
+                    ("ShipOrder", orders_pb2.ORDER_STATUS_SHIPPED),
+                )
+                for step, (rpc, wanted) in enumerate(steps):
+                    sequence = 2 * index + step
+                    delay = start + sequence * interval - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    elif delay < -0.005:
+                        behind += 1
+                    sent = time.perf_counter()
+                    if step == 0:
+                        reply = await commands.ConfirmOrder(
+                            orders_pb2.ConfirmOrderRequest(order_id=order_id), timeout=CALL_TIMEOUT_S
+                        )
+                    else:
+                        reply = await commands.ShipOrder(
+                            orders_pb2.ShipOrderRequest(order_id=order_id, tracking_number=f"T-{index}"),
+                            timeout=CALL_TIMEOUT_S,
+                        )
+                    replied = time.perf_counter()
+                    rpc = "WatchOrder"
+                    message = await watch.read()
+                    while message is not grpc.aio.EOF and message.order.status != wanted:
+                        message = await watch.read()
+                    seen = time.perf_counter()
+                    if message is grpc.aio.EOF:
+                        errors["WatchOrder ended before the change"] += 1
+                        return
+                    if sequence < warmup_calls:
+                        continue
+                    if message.consistency.read_model_version < reply.position:
+                        stale += 1
+                    command_latencies.append(replied - sent)
+                    lags.append(seen - replied)
+            except grpc.aio.AioRpcError as error:
+                errors[f"{rpc} {error.code().name}: {error.details()}"[:200]] += 1
+            finally:
+                watch.cancel()
+
+        pids = [int(p) for p in args.watch_pids.split(",") if p]
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter() + WATCH_LEAD_S
+        window_cpu = processes.CpuSample.take(pids)
+        for index in range(orders):
+            delay = start + 2 * index * interval - WATCH_LEAD_S - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if 2 * index >= warmup_calls and 2 * index - 2 < warmup_calls:
+                window_cpu = processes.CpuSample.take(pids)
+            tasks.append(asyncio.create_task(follow(index, start)))
+        await asyncio.gather(*tasks)
+        sent_in = time.perf_counter() - start
+        cpu = processes.CpuSample.take(pids).since(window_cpu)
+    return {
+        "target_rate": args.rate,
+        "achieved_rate": round(total_calls / sent_in, 1),
+        "calls": total_calls - warmup_calls,
         "answered": len(lags),
         "errors": dict(errors),
         "late_sends": behind,

@@ -16,6 +16,7 @@ from typing import Any
 CATCH_UP_TARGET = 50_000.0
 LAG_P99_TARGET_MS = 20.0
 LIVE_LAG_P50_MS, LIVE_LAG_P99_MS = 3.0, 15.0  # issue 8: push wake-ups instead of 2 ms polling
+WATCH_LAG_P50_MS, WATCH_LAG_P99_MS = 5.0, 25.0  # issue 8: reply -> WatchOrder message
 IDLE_CORES_TARGET = 0.01  # issue 8: idle, each process under 1% of a core
 PROCESSES = ("write_service", "projector", "read_service")
 SINGLE_COMMAND_SLACK_MS = 0.3  # what one command may cost beyond gRPC and its fsync
@@ -137,6 +138,14 @@ def rows(results: dict[str, Any]) -> list[Row]:
     )
     if catch.get("wall_s"):
         out.append(Row("projector catch-up", "wall time incl. start-up", catch["wall_s"], "s"))
+    subscription = catch.get("subscription") or {}
+    if subscription:
+        delivered = subscription.get("events_per_s")
+        out.append(
+            Row("subscription catch-up (gRPC)",
+                f"SubscribeEvents {subscription.get('events')} events to caught_up", delivered, "events/s",
+                ceiling=rate, ratio=_ratio(delivered, rate))
+        )  # fmt: skip
 
     lag = results.get("lag") or {}
     if lag:
@@ -157,6 +166,27 @@ def rows(results: dict[str, Any]) -> list[Row]:
         )  # fmt: skip
     else:
         out.append(Row("live lag", "reply -> read model", None, "ms"))
+    watch = results.get("watch") or {}
+    if watch:
+        out.append(
+            Row("watch lag", f"reply -> WatchOrder message @{watch.get('achieved_rate', 0):.0f} cmd/s",
+                _get(watch, "lag", "p50_ms"), "ms (p50)", _get(watch, "lag", "p50_ms"),
+                _get(watch, "lag", "p99_ms"))
+        )  # fmt: skip
+    rebuilt = results.get("rebuild") or {}
+    if rebuilt:
+        before = _get(rebuilt, "get_order_before", "rate")
+        during = _get(rebuilt, "get_order_during", "rate")
+        out += [
+            Row("rebuild", f"rebuild of {rebuilt.get('events', 0):,} events, incl. start-up",
+                rebuilt.get("seconds"), "s"),
+            Row("rebuild", "rebuild rate", rebuilt.get("events_per_s"), "events/s"),
+            Row("rebuild", "GetOrder @16 before", before, "calls/s",
+                _get(rebuilt, "get_order_before", "p50_ms"), _get(rebuilt, "get_order_before", "p99_ms")),
+            Row("rebuild", "GetOrder @16 during (ratio: share of before)", during, "calls/s",
+                _get(rebuilt, "get_order_during", "p50_ms"), _get(rebuilt, "get_order_during", "p99_ms"),
+                before, _ratio(during, before)),
+        ]  # fmt: skip
 
     scale = results.get("scale") or {}
     small, large = scale.get("small") or {}, scale.get("large") or {}
@@ -371,6 +401,13 @@ def targets(results: dict[str, Any]) -> list[Target]:
         Target(f"live lag p99 {rate} (issue 8)", _get(results, "lag", "lag", "p99_ms"), LIVE_LAG_P99_MS,
                "<=", "ms"),
     ]  # fmt: skip
+    if "watch" in results:  # the stage ran (or failed)
+        out += [
+            Target("watch lag p50 (issue 8)", _get(results, "watch", "lag", "p50_ms"), WATCH_LAG_P50_MS, "<=",
+                   "ms"),
+            Target("watch lag p99 (issue 8)", _get(results, "watch", "lag", "p99_ms"), WATCH_LAG_P99_MS, "<=",
+                   "ms"),
+        ]  # fmt: skip
     if "idle" in results:  # the stage ran (or failed): each process gets its line
         for process in PROCESSES:
             out.append(

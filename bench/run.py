@@ -56,6 +56,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "catchup_events": settings.catchup_events,
             "lag_rate": settings.lag_rate,
             "idle_s": settings.idle_s,
+            "rebuild_events": settings.rebuild_events,
             "peer_events": settings.peer_events if settings.peer else 0,
         },
         "errors": [],
@@ -105,6 +106,10 @@ def run(settings: Settings) -> dict[str, Any]:
         results["catchup"] = stage("catchup", lambda: stages.catch_up(settings, work))
         if settings.idle_s > 0 and (not settings.only or "idle" in settings.only):
             results["idle"] = stage("idle", lambda: stages.idle_cpu(settings, work))
+        if settings.watch_lag and (not settings.only or "watch" in settings.only):
+            results["watch"] = stage("watch lag", lambda: stages.watch_lag(settings, work))
+        if settings.rebuild_events > 0 and (not settings.only or "rebuild" in settings.only):
+            results["rebuild"] = stage("rebuild", lambda: stages.rebuild(settings, work))
         if settings.peer:
             results["peer"] = stage("peer", lambda: stages.peer(settings, work))
             results["umadb"] = stage("umadb", lambda: stages.umadb_peer(settings, work))
@@ -151,6 +156,8 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
         ("large", large),
         ("catchup", catch),
         ("idle", results.get("idle")),
+        ("watch", results.get("watch")),
+        ("rebuild", results.get("rebuild")),
     ):
         for process, code in ((data or {}).get("exit_codes") or {}).items():
             if code != 0:
@@ -178,6 +185,7 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
         ("live lag", results.get("lag") or {}),
         ("catch-up", results.get("catchup") or {}),
         ("idle CPU", results.get("idle") or {}),
+        ("watch lag", results.get("watch") or {}),
     ):
         if m.get("foreign_cores", 0) > BUSY_CORES:
             busy.append((name, m))
@@ -188,6 +196,11 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
             f"MACHINE BUSY: other programs used up to {worst:.2f} cores during {names}; those figures "
             "are not comparable (rerun on a quiet machine)"
         )
+    watch = results.get("watch") or {}
+    if watch.get("errors") or watch.get("stale_answers"):
+        notes.append(f"watch lag: errors {watch.get('errors')}, {watch.get('stale_answers')} stale messages")
+    if (results.get("rebuild") or {}).get("window_inside_rebuild") is False:
+        notes.append("rebuild: the rebuild ended before the GetOrder window did; 'during' is partly after it")
     lag = results.get("lag") or {}
     if lag.get("errors"):
         notes.append(f"live lag: errors {lag['errors']}")

@@ -39,10 +39,12 @@ class Settings:
     projection_timeout_s: float = 420.0
     wait_quiet_s: float = 0.0  # before each stage, wait up to this long for other programs to go idle
     idle_s: float = 10.0  # idle CPU window (0: the stage is skipped)
+    watch_lag: bool = True  # the watch-lag stage (reply -> WatchOrder message at lag_rate)
+    rebuild_events: int = 1_000_000  # the rebuild stage's log (0: the stage is skipped)
     retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
 
 
-STAGES = ("raw", "small", "large", "catchup", "idle", "peer", "umadb")
+STAGES = ("raw", "small", "large", "catchup", "idle", "watch", "rebuild", "peer", "umadb")
 
 
 def full(
@@ -82,4 +84,6 @@ def quick(
         projection_timeout_s=60.0,
         retry_busy=0,
         idle_s=0.0,
+        watch_lag=False,
+        rebuild_events=0,
     )

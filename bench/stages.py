@@ -262,7 +262,8 @@ def _throughput(
 
 
 def catch_up(settings: Settings, work: Path) -> dict[str, Any]:
-    """The projector alone on a prebuilt lifecycle log, from position 0, timed by its checkpoints.
+    """The projector alone on a prebuilt lifecycle log, from position 0, timed by its checkpoints; then
+    a Python client's `SubscribeEvents` from 0 to `caught_up` over the same log (`bench.subscribe`).
 
     Done again from scratch (a new read database) when other programs used the CPU meanwhile.
     """
@@ -292,6 +293,13 @@ def _catch_up_once(settings: Settings, data: Path, logs: Path, head: int) -> dic
             log.info("catch-up: projecting %d events", head)
             spawned = system.process(PROJECTOR).started_at
             result.update(_project(system, watcher, head, settings.projection_timeout_s, spawned))
+            log.info("catch-up: SubscribeEvents from 0 over the same %d events", head)
+            read_pid = str(system.process(READ).pid)
+            args = ["--read", system.read_address, "--watch-pids", read_pid]
+            timeout = settings.projection_timeout_s
+            result["subscription"] = clients.run_json(
+                "bench.subscribe", args, logs, "subscribe-client", timeout
+            )[0]
             result["projector_peak_rss_kib"] = system.peak_rss_kib().get(PROJECTOR, 0)
         finally:
             watcher.close()
@@ -361,5 +369,87 @@ def idle_cpu(settings: Settings, work: Path) -> dict[str, Any]:
             names[pid]: round(used / cpu["seconds"], 4) for pid, used in cpu["watched_seconds"].items()
         }
         result["foreign_cores"] = round(cpu["foreign_cores"], 3)
+        result["exit_codes"] = system.stop()
+    return result
+
+
+def watch_lag(settings: Settings, work: Path) -> dict[str, Any]:
+    """From a command's reply to a `WatchOrder` watcher receiving the change, at the live-lag rate,
+    on a fresh small data set (see `bench.lag --watch`)."""
+    data = _fresh(work, "watch")
+    logs = work / "logs"
+    head = fixtures.build_orders_store(data / "events.db", IDLE_ORDERS)
+    with OrderSystem(data, logs, "watch") as system:
+        system.start_all()
+        watcher = status.ProjectionWatcher(system.read_address)
+        try:
+            watcher.wait_for(head, settings.projection_timeout_s)
+        finally:
+            watcher.close()
+        os.sync()
+        log.info("watch lag at %.0f commands/s", settings.lag_rate)
+        result = clients.open_loop_lag(
+            write=system.write_address,
+            read=system.read_address,
+            watch_pids=system.pids(),
+            rate=settings.lag_rate,
+            warmup=settings.lag_warmup_s,
+            duration=settings.lag_duration_s,
+            log_dir=logs,
+            watch=True,
+        )
+        system.check_alive()
+        result["exit_codes"] = system.stop()
+    return result
+
+
+def rebuild(settings: Settings, work: Path) -> dict[str, Any]:
+    """`projector rebuild` over a prebuilt log while the live projector is caught up: its time, and
+    GetOrder at 16 in flight during it against the same just before it."""
+    data = _fresh(work, "rebuild")
+    logs = work / "logs"
+    events = settings.rebuild_events
+    head = fixtures.build_orders_store(data / "events.db", events)
+    result: dict[str, Any] = {"events": head}
+    with OrderSystem(data, logs, "rebuild") as system:
+        system.start_read()
+        system.start_projector()
+        watcher = status.ProjectionWatcher(system.read_address)
+        try:
+            watcher.wait_for(head, settings.projection_timeout_s)
+        finally:
+            watcher.close()
+
+        def get_orders(name: str) -> dict[str, Any]:
+            measured = clients.closed_loop(
+                read=system.read_address,
+                rpcs=["GetOrder"],
+                levels=(16,),
+                warmup=settings.warmup_s,
+                duration=settings.duration_s,
+                orders=events,
+                watch_pids=system.pids(),
+                log_dir=logs,
+                name=name,
+            )
+            return dict(measured["real"]["GetOrder"]["16"])
+
+        result["get_order_before"] = get_orders("rebuild-before")
+        log.info("rebuild: %d events beside the live read models", head)
+        rebuilder = processes.start("rebuild", "projector", [*system.projector_flags(), "rebuild"], logs,
+                                    server=False)  # fmt: skip
+        try:
+            result["get_order_during"] = get_orders("rebuild-during")
+            # The window counts only if the rebuild outlasted it (a tiny log may finish first).
+            result["window_inside_rebuild"] = rebuilder.alive()
+            code = rebuilder.popen.wait(settings.projection_timeout_s)
+        finally:
+            processes.stop(rebuilder)
+        seconds = time.perf_counter() - rebuilder.started_at
+        if code != 0:
+            raise processes.ProcessFailed(f"projector rebuild exited with {code}: {rebuilder.stderr_tail()}")
+        system.check_alive()
+        result["seconds"] = round(seconds, 3)
+        result["events_per_s"] = round(head / seconds, 1)
         result["exit_codes"] = system.stop()
     return result

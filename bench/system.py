@@ -53,6 +53,10 @@ class OrderSystem:
     def start_read(self) -> Process:
         return self._start(READ, launch.flags(self._settings, READ), server=True)
 
+    def projector_flags(self) -> list[str]:
+        """The projector's flags, for a projector command (`rebuild`, `verify`) on the same files."""
+        return launch.flags(self._settings, PROJECTOR)
+
     def start_all(self) -> None:
         self.start_write()
         self.start_read()

@@ -61,6 +61,7 @@ def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
         _positive(results, "ceilings", "noop", "ExecuteCommands", "64", figure)
     _positive(results, "stream", "64", "server_cpu_us_per_call", "write_service")
     _positive(results, "catchup", "events_per_s")
+    _positive(results, "catchup", "subscription", "events_per_s")
     _positive(results, "lag", "achieved_rate")
     _positive(results, "lag", "lag", "p50_ms")
     _positive(results, "lag", "lag", "p99_ms")
