@@ -110,11 +110,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sent_in = time.perf_counter() - start
         await asyncio.gather(*tasks)
         cpu = processes.CpuSample.take(pids).since(window_cpu)
-    measured_calls = total_calls - warmup_calls
+    return _result(args.rate, total_calls, warmup_calls, sent_in, lags, command_latencies, errors,
+                   behind, stale, cpu)  # fmt: skip
+
+
+def _result(
+    rate: float,
+    total_calls: int,
+    warmup_calls: int,
+    sent_in: float,
+    lags: list[float],
+    command_latencies: list[float],
+    errors: Counter[str],
+    behind: int,
+    stale: int,
+    cpu: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON line of either mode."""
     return {
-        "target_rate": args.rate,
+        "target_rate": rate,
         "achieved_rate": round(total_calls / sent_in, 1),
-        "calls": measured_calls,
+        "calls": total_calls - warmup_calls,
         "answered": len(lags),
         "errors": dict(errors),
         "late_sends": behind,
@@ -229,19 +245,8 @@ async def run_watch(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         sent_in = time.perf_counter() - start
         cpu = processes.CpuSample.take(pids).since(window_cpu)
-    return {
-        "target_rate": args.rate,
-        "achieved_rate": round(total_calls / sent_in, 1),
-        "calls": total_calls - warmup_calls,
-        "answered": len(lags),
-        "errors": dict(errors),
-        "late_sends": behind,
-        "stale_answers": stale,
-        "lag": stats.summarize_ms(lags),
-        "command": stats.summarize_ms(command_latencies),
-        "client_cores": round(cpu["client_cores"], 3),
-        "foreign_cores": round(cpu["foreign_cores"], 3),
-    }
+    return _result(args.rate, total_calls, warmup_calls, sent_in, lags, command_latencies, errors,
+                   behind, stale, cpu)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

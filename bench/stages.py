@@ -342,6 +342,17 @@ IDLE_ORDERS = 1_000
 IDLE_SETTLE_S = 3.0  # after projecting, before the window: start-up work and writeback finish
 
 
+def _start_projected(system: OrderSystem, head: int, timeout: float) -> None:
+    """Start the trio and wait until the read model has applied `head`; the status watcher is closed
+    again, so it does not count in what follows."""
+    system.start_all()
+    watcher = status.ProjectionWatcher(system.read_address)
+    try:
+        watcher.wait_for(head, timeout)
+    finally:
+        watcher.close()
+
+
 def idle_cpu(settings: Settings, work: Path) -> dict[str, Any]:
     """Each service's CPU over an idle window, once the trio has projected a small log and settled.
 
@@ -352,12 +363,7 @@ def idle_cpu(settings: Settings, work: Path) -> dict[str, Any]:
     head = fixtures.build_orders_store(data / "events.db", IDLE_ORDERS)
     result: dict[str, Any] = {"window_s": settings.idle_s}
     with OrderSystem(data, work / "logs", "idle") as system:
-        system.start_all()
-        watcher = status.ProjectionWatcher(system.read_address)
-        try:
-            watcher.wait_for(head, settings.projection_timeout_s)
-        finally:
-            watcher.close()
+        _start_projected(system, head, settings.projection_timeout_s)
         time.sleep(IDLE_SETTLE_S)
         names = {system.process(name).pid: name for name in (WRITE, PROJECTOR, READ)}
         log.info("idle CPU: %.0f s with nothing to do", settings.idle_s)
@@ -380,12 +386,7 @@ def watch_lag(settings: Settings, work: Path) -> dict[str, Any]:
     logs = work / "logs"
     head = fixtures.build_orders_store(data / "events.db", IDLE_ORDERS)
     with OrderSystem(data, logs, "watch") as system:
-        system.start_all()
-        watcher = status.ProjectionWatcher(system.read_address)
-        try:
-            watcher.wait_for(head, settings.projection_timeout_s)
-        finally:
-            watcher.close()
+        _start_projected(system, head, settings.projection_timeout_s)
         os.sync()
         log.info("watch lag at %.0f commands/s", settings.lag_rate)
         result = clients.open_loop_lag(
