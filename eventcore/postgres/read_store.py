@@ -15,7 +15,6 @@ session, so a killed leader's successor takes over within a second or so; checkp
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -54,13 +53,13 @@ from eventcore.read_store import (
     TrackingUnitOfWork,
     UnitOfWork,
 )
+from eventcore.sql_names import column_name, table_name
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "read_store"
 WHAT = "read database"
 LEADER_RETRY = 0.5  # seconds between a standby's tries for leadership
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHECKPOINTS = (
     "SELECT name, version, position, (extract(epoch FROM updated_at) * 1000000)::bigint"
@@ -68,27 +67,15 @@ _CHECKPOINTS = (
 )
 
 
-def _table(collection: Collection) -> str:
-    if not _NAME.match(collection.name):
-        raise ValueError(f"collection name {collection.name!r} must be lower_snake_case")
-    return f"rm_{collection.name}"
-
-
-def _column(field: str) -> str:
-    if not _NAME.match(field):
-        raise ValueError(f"indexed field {field!r} must be lower_snake_case")
-    return f"f_{field}"
-
-
 class _Statements:
     """The SQL of one collection, built once from its declaration."""
 
     def __init__(self, collection: Collection) -> None:
-        table = _table(collection)
+        table = table_name(collection)
         fields = collection.indexed_fields
-        columns = ", ".join(["key", *(_column(f) for f in fields), "doc"])
+        columns = ", ".join(["key", *(column_name(f) for f in fields), "doc"])
         marks = ", ".join(["%s", *(["%s::jsonb"] * (len(fields) + 1))])
-        updates = ", ".join(f"{c} = excluded.{c}" for c in [*(_column(f) for f in fields), "doc"])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in [*(column_name(f) for f in fields), "doc"])
         self.fields = fields
         self.upsert = (
             f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (key) DO UPDATE SET {updates}"
@@ -97,13 +84,13 @@ class _Statements:
         self.get = f"SELECT doc FROM {table} WHERE key = %s"
         self.create = [
             f'CREATE TABLE {table} (key text COLLATE "C" PRIMARY KEY, '
-            + "".join(f"{_column(f)} jsonb, " for f in fields)
+            + "".join(f"{column_name(f)} jsonb, " for f in fields)
             + "doc jsonb NOT NULL)"
         ]
         self.pages: dict[str, tuple[str, str]] = {}
         for index in collection.indexes:
-            equals = [_column(f) for f in index.equals]
-            order = _column(index.order_by)
+            equals = [column_name(f) for f in index.equals]
+            order = column_name(index.order_by)
             self.create.append(
                 f"CREATE INDEX ix_{collection.name}_{index.name} ON {table} "
                 f"({', '.join([*equals, order + ' DESC', 'key DESC'])})"
@@ -177,7 +164,7 @@ class _PostgresView(ReadView):
         return [SkippedEvent(*row) for row in rows]
 
     def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
-        rows = self._connection.execute(f"SELECT key, doc FROM {_table(collection)} ORDER BY key")
+        rows = self._connection.execute(f"SELECT key, doc FROM {table_name(collection)} ORDER BY key")
         for key, doc in rows:
             yield key, json_loads(doc)
 
@@ -371,8 +358,9 @@ class PostgresReadStoreWriter(ReadStoreWriter):
             if shadow not in positions or positions[shadow] < positions.get(live, 0):
                 return False
             for live_collection, shadow_collection in collections:
-                execute(f"DROP TABLE IF EXISTS {_table(live_collection)}")
-                execute(f"ALTER TABLE {_table(shadow_collection)} RENAME TO {_table(live_collection)}")
+                execute(f"DROP TABLE IF EXISTS {table_name(live_collection)}")
+                shadow_table, live_table = table_name(shadow_collection), table_name(live_collection)
+                execute(f"ALTER TABLE {shadow_table} RENAME TO {live_table}")
             execute("DELETE FROM projections WHERE name = %s", (live,))
             execute("UPDATE projections SET name = %s, version = %s WHERE name = %s", (live, version, shadow))
             execute("DELETE FROM parked_streams WHERE projection = %s", (live,))

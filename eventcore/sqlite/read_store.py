@@ -7,7 +7,6 @@ they are dropped and rebuilt by replaying the log, which is how read models chan
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -31,32 +30,18 @@ from eventcore.read_store import (
     TrackingUnitOfWork,
     UnitOfWork,
 )
+from eventcore.sql_names import column_name, table_name
 from eventcore.sqlite.files import Synchronous, WriterSession, open_locked_writer, open_migrated_reader
 from eventcore.timestamps import format_timestamp, parse_timestamp
 
 SCHEMA = "read_store"
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _table(collection: Collection) -> str:
-    if not _NAME.match(collection.name):
-        raise ValueError(f"collection name {collection.name!r} must be lower_snake_case")
-    return f"rm_{collection.name}"
-
-
-def _column(field: str) -> str:
-    if not _NAME.match(field):
-        raise ValueError(f"indexed field {field!r} must be lower_snake_case")
-    return f"f_{field}"
-
-
 class _Statements:
     """The SQL of one collection, built once from its declaration."""
 
     def __init__(self, collection: Collection) -> None:
-        table = _table(collection)
+        table = table_name(collection)
         fields = collection.indexed_fields
-        columns = ", ".join(["key", *(_column(f) for f in fields), "doc"])
+        columns = ", ".join(["key", *(column_name(f) for f in fields), "doc"])
         marks = ", ".join("?" * (len(fields) + 2))
         self.fields = fields
         self.upsert = f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})"
@@ -64,13 +49,13 @@ class _Statements:
         self.get = f"SELECT doc FROM {table} WHERE key = ?"
         self.create = [
             f"CREATE TABLE {table} (key TEXT PRIMARY KEY, "
-            + "".join(f"{_column(f)}, " for f in fields)
+            + "".join(f"{column_name(f)}, " for f in fields)
             + "doc TEXT NOT NULL) WITHOUT ROWID"
         ]
         self.pages: dict[str, tuple[str, str]] = {}
         for index in collection.indexes:
-            equals = [_column(f) for f in index.equals]
-            order = _column(index.order_by)
+            equals = [column_name(f) for f in index.equals]
+            order = column_name(index.order_by)
             self.create.append(
                 f"CREATE INDEX ix_{collection.name}_{index.name} ON {table} "
                 f"({', '.join([*equals, order + ' DESC', 'key DESC'])})"
@@ -146,7 +131,7 @@ class _SQLiteView(ReadView):
         return [SkippedEvent(p, st, pos, t, e, parse_timestamp(at)) for p, st, pos, t, e, at in rows]
 
     def scan(self, collection: Collection) -> Iterator[tuple[str, Document]]:
-        table = _table(collection)
+        table = table_name(collection)
         for key, doc in self._connection.execute(f"SELECT key, doc FROM {table} ORDER BY key"):
             yield key, self._loads(doc)
 
@@ -297,8 +282,9 @@ class SQLiteReadStoreWriter(ReadStoreWriter):
             if shadow not in positions or positions[shadow] < positions.get(live, 0):
                 return False
             for live_collection, shadow_collection in collections:
-                execute(f"DROP TABLE IF EXISTS {_table(live_collection)}")
-                execute(f"ALTER TABLE {_table(shadow_collection)} RENAME TO {_table(live_collection)}")
+                execute(f"DROP TABLE IF EXISTS {table_name(live_collection)}")
+                shadow_table, live_table = table_name(shadow_collection), table_name(live_collection)
+                execute(f"ALTER TABLE {shadow_table} RENAME TO {live_table}")
             execute("DELETE FROM projections WHERE name = ?", (live,))
             execute("UPDATE projections SET name = ?, version = ? WHERE name = ?", (live, version, shadow))
             execute("DELETE FROM parked_streams WHERE projection = ?", (live,))
