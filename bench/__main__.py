@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import importlib.util
 import logging
+import os
 import sys
 from pathlib import Path
 
-from bench import report, settings
+from bench import postgres, report, settings
 from bench.run import run
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -82,6 +83,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure a figure again up to N times while other programs use the CPU (full default 2, "
         "quick 0)",
     )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ORDERS_BENCH_POSTGRES", postgres.DEFAULT_SERVER),
+        metavar="URL",
+        help="PostgreSQL server for the postgres stage's databases, created and dropped per run "
+        f"(default $ORDERS_BENCH_POSTGRES or {postgres.DEFAULT_SERVER}; '' leaves the stage out; "
+        "an unreachable server is noted, not an error)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
     parser.add_argument(
         "--log-level",
@@ -103,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     build = settings.quick if args.quick else settings.full
-    chosen = build(args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet, args.only)
+    chosen = build(
+        args.results_dir, args.work_dir, args.keep, args.peer, args.wait_quiet, args.only, args.postgres
+    )
     if args.retry_busy is not None:
         chosen = dataclasses.replace(chosen, retry_busy=max(0, args.retry_busy))
     results = run(chosen)

@@ -55,7 +55,7 @@ def create_event_store(path: Path) -> None:
         connection.close()
 
 
-def _recorded_at(position: int) -> str:
+def recorded_at(position: int) -> str:
     """A distinct, increasing ISO-8601 UTC time per event, without datetime's cost."""
     micros = position * 1000
     seconds, fraction = divmod(micros, 1_000_000)
@@ -66,7 +66,7 @@ def _recorded_at(position: int) -> str:
 
 
 def _metadata(position: int) -> str:
-    return f'{{"event_id":"{uuid.uuid4()}","command_id":"","recorded_at":"{_recorded_at(position)}"}}'
+    return f'{{"event_id":"{uuid.uuid4()}","command_id":"","recorded_at":"{recorded_at(position)}"}}'
 
 
 _ITEMS_JSON = [
@@ -78,7 +78,7 @@ _ITEMS_JSON = [
 _TOTALS = [workload.total_of(variant) for variant in workload.ITEM_VARIANTS]
 
 
-def _payload(event: workload.PlannedEvent, customers: int) -> str:
+def payload(event: workload.PlannedEvent, customers: int) -> str:
     # Ids are plain ASCII, so string templates give the same JSON as json.dumps, several times faster.
     oid = workload.order_id(event.order_index)
     if event.type == "OrderCreated":
@@ -106,7 +106,7 @@ def rows(events: Iterable[workload.PlannedEvent], customers: int) -> Iterator[Ro
             event.stream_version,
             event.type,
             1,
-            _payload(event, customers),
+            payload(event, customers),
             _metadata(position),
         )
 
@@ -135,16 +135,28 @@ def write_rows(path: Path, source: Iterable[Row]) -> int:
     return written
 
 
+Plan = tuple[Iterator[workload.PlannedEvent], int]  # the events, and how many customers they share
+
+
+def orders_plan(orders: int) -> Plan:
+    """`orders` OrderCreated events, one per order."""
+    return created_only(orders), workload.customers_for(orders)
+
+
+def lifecycle_plan(events: int) -> Plan:
+    """`events` interleaved lifecycle events (create, confirm, ship, cancel)."""
+    # ~2.3 events per order, so about events/2.3 orders; customers sized from that.
+    return workload.lifecycle(events), workload.customers_for(max(1, events * 10 // 23))
+
+
 def build_orders_store(path: Path, orders: int) -> int:
     """An event store holding `orders` OrderCreated events (one per order); returns the head position."""
-    return _build(path, created_only(orders), workload.customers_for(orders), f"{orders} orders")
+    return _build(path, *orders_plan(orders), f"{orders} orders")
 
 
 def build_lifecycle_store(path: Path, events: int) -> int:
     """An event store of `events` interleaved lifecycle events; returns the head position."""
-    # ~2.3 events per order, so about events/2.3 orders; customers sized from that.
-    customers = workload.customers_for(max(1, events * 10 // 23))
-    return _build(path, workload.lifecycle(events), customers, f"{events} lifecycle events")
+    return _build(path, *lifecycle_plan(events), f"{events} lifecycle events")
 
 
 def _build(path: Path, events: Iterable[workload.PlannedEvent], customers: int, what: str) -> int:

@@ -35,7 +35,11 @@ Call = Callable[[int, int], Awaitable[Any]]
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
-    parser.add_argument("--write", default="", help="OrderCommandService address (for CreateOrder)")
+    parser.add_argument(
+        "--write",
+        default="",
+        help="OrderCommandService address (for CreateOrder); several, comma-separated, share the tasks",
+    )
     parser.add_argument("--read", default="", help="OrderQueryService address (for the queries)")
     parser.add_argument(
         "--baseline",
@@ -65,12 +69,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _calls(channel: grpc.aio.Channel, factory: RequestFactory) -> dict[str, Call]:
-    commands = grpc_api.OrderCommandServiceStub(channel)
-    queries = grpc_api.OrderQueryServiceStub(channel)
+def _calls(channels: list[grpc.aio.Channel], factory: RequestFactory) -> dict[str, Call]:
+    """Each rpc as a call of (worker, sequence); with several channels, worker w uses channel w mod n."""
+    commands = [grpc_api.OrderCommandServiceStub(channel) for channel in channels]
+    queries = grpc_api.OrderQueryServiceStub(channels[0])
 
     return {
-        "CreateOrder": lambda w, s: commands.CreateOrder(
+        "CreateOrder": lambda w, s: commands[w % len(commands)].CreateOrder(
             factory.create_order(f"{w}-{s}"), timeout=CALL_TIMEOUT_S
         ),
         "GetOrder": lambda w, s: queries.GetOrder(factory.get_order(), timeout=CALL_TIMEOUT_S),
@@ -171,7 +176,8 @@ async def run(args: argparse.Namespace) -> int:
                 for attempt in range(1 + args.retry_busy):
                     pair = []
                     for target, target_address, watched, requests in targets:
-                        call = _calls(await channel(target_address), requests)[rpc]
+                        opened = [await channel(one) for one in target_address.split(",")]
+                        call = _calls(opened, requests)[rpc]
 
                         # Unique order ids: attempt and level are folded into the worker index.
                         def leveled(

@@ -112,7 +112,13 @@ class CpuSample:
 
     @classmethod
     def take(cls, pids: list[int]) -> CpuSample:
-        watched = {pid: read_cpu_seconds(pid) for pid in pids}
+        """A process that has gone (a database backend that disconnected) is left out of the sample."""
+        watched = {}
+        for pid in pids:
+            try:
+                watched[pid] = read_cpu_seconds(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
         return cls(time.perf_counter(), read_system_busy_seconds(), time.process_time(), watched)
 
     def since(self, earlier: CpuSample) -> dict[str, Any]:
@@ -122,7 +128,10 @@ class CpuSample:
         the machine. Figures measured while it is high are not worth comparing.
         """
         elapsed = max(self.at - earlier.at, 1e-9)
-        watched = {pid: self.watched[pid] - earlier.watched.get(pid, 0.0) for pid in self.watched}
+        # A process in only one of the samples counts as foreign: its CPU in the window is unknown.
+        watched = {
+            pid: self.watched[pid] - earlier.watched[pid] for pid in self.watched if pid in earlier.watched
+        }
         own = self.own - earlier.own
         foreign = (self.machine - earlier.machine) - own - sum(watched.values())
         return {

@@ -248,12 +248,73 @@ def rows(results: dict[str, Any]) -> list[Row]:
     idle = results.get("idle") or {}
     for process, cores in (idle.get("cores") or {}).items():
         out.append(Row("idle CPU", f"{process} over {idle.get('window_s', 0):.0f} s", cores * 100, "% core"))
+    on_postgres = results.get("postgres")
+    if on_postgres and not on_postgres.get("skipped"):
+        out.extend(_postgres_rows(results, on_postgres))
     peer = results.get("peer")
     if peer:
         out.extend(_peer_rows(results, peer))
     umadb = results.get("umadb")
     if umadb:
         out.extend(_umadb_rows(results, umadb))
+    return out
+
+
+def _postgres_rows(results: dict[str, Any], on_postgres: dict[str, Any]) -> list[Row]:
+    """The figures on PostgreSQL, each beside the same figure on SQLite in this run (ratio PG / SQLite).
+
+    Two write services have no SQLite counterpart (SQLite takes one writer): they stand beside the one
+    SQLite write service, which is what a second one is meant to beat.
+    """
+    section = f"PostgreSQL {on_postgres.get('server_version', '?')} (ceiling: SQLite, same run)"
+    out: list[Row] = []
+    levels = [str(level) for level in results.get("settings", {}).get("levels", [1, 16, 64])]
+
+    def paired(figure: str, m: Any, sqlite: Any, unit: str = "calls/s", key: str = "rate") -> None:
+        value, ceiling = _get(m, key), _get(sqlite, key)
+        p50, p99 = _get(m, "p50_ms"), _get(m, "p99_ms")
+        out.append(Row(section, figure, value, unit, p50, p99, ceiling, _ratio(value, ceiling)))
+
+    sqlite_commands = results.get("commands")
+    for level in levels:
+        paired(
+            f"CreateOrder @{level}, one write service",
+            _get(on_postgres, "commands", level),
+            _get(sqlite_commands, level),
+        )
+    for level, m in (on_postgres.get("commands_two_writers") or {}).items():
+        paired(f"CreateOrder @{level}, two write services", m, _get(sqlite_commands, level))
+    for rpc in ("GetOrder", "ListOrdersByCustomer"):
+        for level in levels:
+            paired(
+                f"{rpc} @{level}",
+                _get(on_postgres, "queries", rpc, level),
+                _get(results, "queries", rpc, level),
+            )
+    catch = on_postgres.get("catchup") or {}
+    paired(
+        f"projector catch-up, {catch.get('events', '?')} events from 0",
+        catch,
+        results.get("catchup"),
+        "events/s",
+        "events_per_s",
+    )
+    lag = on_postgres.get("lag") or {}
+    paired(
+        f"live lag, reply -> read model @{lag.get('achieved_rate', 0):.0f} cmd/s",
+        lag.get("lag"),
+        _get(results, "lag", "lag"),
+        "ms (p50)",
+        "p50_ms",
+    )
+    for rpc, measured, server in (
+        ("CreateOrder", _get(on_postgres, "commands", "64"), "write_service"),
+        ("GetOrder", _get(on_postgres, "queries", "GetOrder", "64"), "read_service"),
+    ):
+        cpu = (measured or {}).get("server_cpu_us_per_call") or {}
+        for process in (server, "postgres"):
+            if process in cpu:
+                out.append(Row(section, f"server CPU per {rpc} @64: {process}", cpu[process], "us"))
     return out
 
 

@@ -110,6 +110,8 @@ def run(settings: Settings) -> dict[str, Any]:
             results["watch"] = stage("watch lag", lambda: stages.watch_lag(settings, work))
         if settings.rebuild_events > 0 and (not settings.only or "rebuild" in settings.only):
             results["rebuild"] = stage("rebuild", lambda: stages.rebuild(settings, work))
+        if settings.postgres_url:
+            results["postgres"] = stage("postgres", lambda: stages.postgres(settings, work))
         if settings.peer:
             results["peer"] = stage("peer", lambda: stages.peer(settings, work))
             results["umadb"] = stage("umadb", lambda: stages.umadb_peer(settings, work))
@@ -158,6 +160,8 @@ def _gather(results: dict[str, Any], small: dict[str, Any] | None, large: dict[s
         ("idle", results.get("idle")),
         ("watch", results.get("watch")),
         ("rebuild", results.get("rebuild")),
+        ("postgres", results.get("postgres")),
+        ("postgres catch-up", (results.get("postgres") or {}).get("catchup")),
     ):
         for process, code in ((data or {}).get("exit_codes") or {}).items():
             if code != 0:
@@ -174,6 +178,14 @@ def _client_notes(results: dict[str, Any], notes: list[str]) -> None:
         measured.append((f"ExecuteCommands @{level}", m))
     for rpc, per_level in (results.get("queries") or {}).items():
         measured.extend((f"{rpc} @{level}", m) for level, m in per_level.items())
+    on_postgres = results.get("postgres") or {}
+    if on_postgres.get("skipped"):
+        notes.append(f"postgres: stage left out, {on_postgres['skipped']}")
+    for label in ("commands", "commands_two_writers"):
+        for level, m in (on_postgres.get(label) or {}).items():
+            measured.append((f"PostgreSQL CreateOrder ({label.replace('_', ' ')}) @{level}", m))
+    for rpc, per_level in (on_postgres.get("queries") or {}).items():
+        measured.extend((f"PostgreSQL {rpc} @{level}", m) for level, m in per_level.items())
     noop = (results.get("ceilings") or {}).get("noop") or {}
     for rpc, per_level in noop.items():
         measured.extend((f"no-op {rpc} @{level}", m) for level, m in per_level.items())

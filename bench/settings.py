@@ -42,9 +42,11 @@ class Settings:
     watch_lag: bool = True  # the watch-lag stage (reply -> WatchOrder message at lag_rate)
     rebuild_events: int = 1_000_000  # the rebuild stage's log (0: the stage is skipped)
     retry_busy: int = 2  # measure again when other programs used the CPU meanwhile (at most this often)
+    postgres_url: str = ""  # a PostgreSQL server to create the run's databases on ("": no such stage)
+    postgres_catchup_events: int = 50_000  # the catch-up log on PostgreSQL (it projects ~10x slower)
 
 
-STAGES = ("raw", "small", "large", "catchup", "idle", "watch", "rebuild", "peer", "umadb")
+STAGES = ("raw", "small", "large", "catchup", "idle", "watch", "rebuild", "postgres", "peer", "umadb")
 
 
 def full(
@@ -54,8 +56,12 @@ def full(
     peer: bool,
     wait_quiet_s: float,
     only: frozenset[str] = frozenset(),
+    postgres_url: str = "",
 ) -> Settings:
-    return Settings("full", results_dir, work_dir, keep, peer, wait_quiet_s=wait_quiet_s, only=only)
+    return Settings(
+        "full", results_dir, work_dir, keep, peer, wait_quiet_s=wait_quiet_s, only=only,
+        postgres_url=postgres_url,
+    )  # fmt: skip
 
 
 def quick(
@@ -65,9 +71,10 @@ def quick(
     peer: bool,
     wait_quiet_s: float,
     only: frozenset[str] = frozenset(),
+    postgres_url: str = "",
 ) -> Settings:
     return replace(
-        full(results_dir, work_dir, keep, peer, wait_quiet_s, only),
+        full(results_dir, work_dir, keep, peer, wait_quiet_s, only, postgres_url),
         mode="quick",
         warmup_s=0.25,
         duration_s=0.8,
@@ -86,4 +93,5 @@ def quick(
         idle_s=0.0,
         watch_lag=False,
         rebuild_events=0,
+        postgres_catchup_events=2_000,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import clients, fixtures, processes, raw_sqlite, status
+from bench import postgres as pg
 from bench.settings import Settings
 from bench.system import PROJECTOR, READ, WRITE, OrderSystem
 
@@ -243,14 +244,8 @@ def _throughput(
         if measured["foreign_cores"] <= processes.BUSY_CORES or attempt == settings.retry_busy:
             break
         log.info("live lag: other programs used %.2f cores; measuring again", measured["foreign_cores"])
-    pids = {str(write_pid): WRITE, str(projector_pid): PROJECTOR, str(read_pid): READ, str(noop.pid): "noop"}
-    per_levels = [*stream.values()]
-    for per_rpc in (*queries.values(), *commands.values()):
-        per_levels.extend(per_rpc.values())
-    for per_level in per_levels:
-        for measured in per_level.values():
-            cpu = measured.get("server_cpu_us_per_call", {})
-            measured["server_cpu_us_per_call"] = {pids.get(pid, pid): us for pid, us in cpu.items()}
+    names = {str(write_pid): WRITE, str(projector_pid): PROJECTOR, str(read_pid): READ, str(noop.pid): "noop"}
+    _name_server_cpu([stream, *queries.values(), *commands.values()], names)
     noop_results = {**commands["baseline"], **queries["baseline"], "ExecuteCommands": stream["baseline"]}
     return {
         "queries": queries["real"],
@@ -259,6 +254,19 @@ def _throughput(
         "noop": noop_results,
         "lag": lag,
     }
+
+
+def _name_server_cpu(blocks: list[dict[str, dict[str, Any]]], names: dict[str, str]) -> None:
+    """In every measured level of `blocks` ({target or rpc: {level: result}}), key the server CPU per
+    call by process name instead of pid; pids of one name (a database server's processes) are summed."""
+    for block in blocks:
+        for per_level in block.values():
+            for measured in per_level.values():
+                named: dict[str, float] = {}
+                for pid, us in measured.get("server_cpu_us_per_call", {}).items():
+                    name = names.get(pid, pid)
+                    named[name] = round(named.get(name, 0.0) + us, 1)
+                measured["server_cpu_us_per_call"] = named
 
 
 def catch_up(settings: Settings, work: Path) -> dict[str, Any]:
@@ -453,4 +461,90 @@ def rebuild(settings: Settings, work: Path) -> dict[str, Any]:
         result["seconds"] = round(seconds, 3)
         result["events_per_s"] = round(head / seconds, 1)
         result["exit_codes"] = system.stop()
+    return result
+
+
+def postgres(settings: Settings, work: Path) -> dict[str, Any]:
+    """The services on PostgreSQL, event store and read database each in a fresh database: queries and
+    commands at every level (commands with one and with two write services), the live lag, and the
+    projector's catch-up. No no-op server here: the report sets each figure beside the SQLite figure
+    of the same run.
+
+    A server that cannot be reached leaves the stage out with its reason (a note, not an error).
+    """
+    reason = pg.unreachable_reason(settings.postgres_url)
+    if reason:
+        log.warning("postgres: stage left out, %s", reason)
+        return {"skipped": reason}
+    result: dict[str, Any] = {"server_version": pg.server_version(settings.postgres_url)}
+    logs = work / "logs"
+    orders = settings.small_orders
+    with pg.databases(settings.postgres_url, "events", "read") as (events_url, read_url):
+        head = pg.build_event_store(events_url, fixtures.orders_plan(orders), f"{orders} orders")
+        with OrderSystem(
+            _fresh(work, "postgres"), logs, "pg", event_store=events_url, read_db=read_url
+        ) as system:
+            system.start_all()
+            watcher = status.ProjectionWatcher(system.read_address)
+            try:
+                spawned = system.process(PROJECTOR).started_at
+                result["projection"] = _project(system, watcher, head, settings.projection_timeout_s, spawned)
+            finally:
+                watcher.close()
+
+            def closed_loop(name: str, **kwargs: Any) -> dict[str, Any]:
+                database = pg.server_pids(settings.postgres_url)
+                measured = clients.closed_loop(
+                    levels=kwargs.pop("levels", settings.levels),
+                    warmup=settings.warmup_s,
+                    duration=settings.duration_s,
+                    orders=orders,
+                    watch_pids=[*system.pids(), *database],
+                    log_dir=logs,
+                    name=name,
+                    **kwargs,
+                )
+                names = {str(pid): "postgres" for pid in database} | system.names_by_pid()
+                _name_server_cpu(list(measured.values()), names)
+                return measured["real"]
+
+            log.info("postgres: queries at %s in flight", settings.levels)
+            result["queries"] = closed_loop("pg-query-client", read=system.read_address, rpcs=QUERY_RPCS)
+            log.info("postgres: commands at %s in flight, one write service", settings.levels)
+            commands = closed_loop("pg-command-client", write=system.write_address, rpcs=["CreateOrder"])
+            result["commands"] = commands["CreateOrder"]
+            os.sync()
+            log.info("postgres: live lag at %.0f commands/s", settings.lag_rate)
+            result["lag"] = clients.open_loop_lag(
+                write=system.write_address,
+                read=system.read_address,
+                watch_pids=system.pids(),
+                rate=settings.lag_rate,
+                warmup=settings.lag_warmup_s,
+                duration=settings.lag_duration_s,
+                log_dir=logs,
+            )
+            system.start_another_write()
+            shared = tuple(level for level in settings.levels if level > 1)
+            log.info("postgres: commands at %s in flight over two write services", shared)
+            two = closed_loop("pg-two-writers-client", write=",".join(system.write_addresses),
+                              rpcs=["CreateOrder"], levels=shared)  # fmt: skip
+            result["commands_two_writers"] = two["CreateOrder"]
+            system.check_alive()
+            result["exit_codes"] = system.stop()
+    events = settings.postgres_catchup_events
+    with pg.databases(settings.postgres_url, "events", "read") as (events_url, read_url):
+        head = pg.build_event_store(events_url, fixtures.lifecycle_plan(events), f"{events} lifecycle events")
+        with OrderSystem(_fresh(work, "postgres-catchup"), logs, "pg-catchup", event_store=events_url,
+                         read_db=read_url) as system:  # fmt: skip
+            system.start_read()
+            watcher = status.ProjectionWatcher(system.read_address)
+            try:
+                system.start_projector()
+                log.info("postgres: catch-up of %d events", head)
+                spawned = system.process(PROJECTOR).started_at
+                result["catchup"] = _project(system, watcher, head, settings.projection_timeout_s, spawned)
+            finally:
+                watcher.close()
+            result["catchup"]["exit_codes"] = system.stop()
     return result

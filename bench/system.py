@@ -20,12 +20,14 @@ WRITE, PROJECTOR, READ = launch.WRITE, launch.PROJECTOR, launch.READ
 
 
 class OrderSystem:
-    """Write service, projector and read service on `data_dir/events.db` and `data_dir/read.db`."""
+    """Write service(s), projector and read service on `data_dir/events.db` and `data_dir/read.db`,
+    or on the `event_store` and `read_db` URLs given (PostgreSQL)."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, label: str) -> None:
-        self.events = data_dir / "events.db"
-        self.read_db = data_dir / "read.db"
-        self._settings = launch.Settings.in_dir(data_dir)
+    def __init__(
+        self, data_dir: Path, log_dir: Path, label: str, *, event_store: str = "", read_db: str = ""
+    ) -> None:
+        settings = launch.Settings.in_dir(data_dir)
+        self._settings = launch.Settings(event_store or settings.event_store, read_db or settings.read_db)
         self._log_dir = log_dir
         self._label = label
         self._processes: dict[str, Process] = {}
@@ -39,13 +41,19 @@ class OrderSystem:
     ) -> None:
         self.stop()
 
-    def _start(self, name: str, args: list[str], *, server: bool) -> Process:
-        process = processes.start(f"{self._label}-{name}", name, args, self._log_dir, server=server)
+    def _start(self, module: str, args: list[str], *, server: bool, name: str = "") -> Process:
+        name = name or module
+        process = processes.start(f"{self._label}-{name}", module, args, self._log_dir, server=server)
         self._processes[name] = process
         return process
 
     def start_write(self) -> Process:
         return self._start(WRITE, launch.flags(self._settings, WRITE), server=True)
+
+    def start_another_write(self) -> Process:
+        """One more write service on the same event store (PostgreSQL takes several)."""
+        name = f"{WRITE}-{len(self.write_addresses) + 1}"
+        return self._start(WRITE, launch.flags(self._settings, WRITE), server=True, name=name)
 
     def start_projector(self) -> Process:
         return self._start(PROJECTOR, launch.flags(self._settings, PROJECTOR), server=False)
@@ -70,8 +78,17 @@ class OrderSystem:
         return self._processes[WRITE].address
 
     @property
+    def write_addresses(self) -> list[str]:
+        """Every write service's address, the first one first."""
+        return [p.address for name, p in self._processes.items() if name.startswith(WRITE)]
+
+    @property
     def read_address(self) -> str:
         return self._processes[READ].address
+
+    def names_by_pid(self) -> dict[str, str]:
+        """Each running service's name (write_service, write_service-2, ...) by its pid, as text."""
+        return {str(p.pid): name for name, p in self._processes.items()}
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes.values()]
@@ -86,7 +103,7 @@ class OrderSystem:
 
     def stop(self) -> dict[str, int]:
         """SIGTERM every service (projector first: it has the least to finish) and collect exit codes."""
-        order = [PROJECTOR, READ, WRITE]
+        order = [PROJECTOR, READ, *(name for name in self._processes if name.startswith(WRITE))]
         for name in order:
             process = self._processes.pop(name, None)
             if process is not None:

@@ -7,12 +7,14 @@ that the harness starts everything, measures every figure and writes its JSON an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_support import SERVER_URL, unreachable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = ("1", "16", "64")
@@ -36,8 +38,16 @@ def _bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.mark.e2e
 def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
     results_dir = tmp_path / "results"
+    work = str(tmp_path / "work")
     completed = _bench(
-        "--quick", "--results-dir", str(results_dir), "--work-dir", str(tmp_path / "work"), timeout=300
+        "--quick",
+        "--results-dir",
+        str(results_dir),
+        "--work-dir",
+        work,
+        "--postgres",
+        SERVER_URL,
+        timeout=300,
     )
 
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -70,10 +80,34 @@ def test_quick_run_measures_every_figure(tmp_path: Path) -> None:
         _positive(results, "scale", label, "get_order", "p50_ms")
         for process in PROCESSES:
             _positive(results, "memory", label, process)
+    _check_postgres(results)
     names = [target["name"] for target in results["targets"]]
     assert len(names) == 16, names
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
     assert "PASS" in completed.stdout or "MISS" in completed.stdout
+
+
+def _check_postgres(results: dict[str, Any]) -> None:
+    """The same services measured on PostgreSQL; without a server (and without CI) the stage says why."""
+    on_postgres = results["postgres"]
+    if unreachable_reason() and not os.environ.get("CI"):
+        assert "no PostgreSQL" in on_postgres["skipped"]
+        return
+    for level in LEVELS:
+        for figure in ("rate", "p50_ms", "p99_ms"):
+            _positive(on_postgres, "commands", level, figure)
+            _positive(on_postgres, "queries", "GetOrder", level, figure)
+            _positive(on_postgres, "queries", "ListOrdersByCustomer", level, figure)
+    for level in ("16", "64"):
+        _positive(on_postgres, "commands_two_writers", level, "rate")
+    _positive(on_postgres, "commands", "64", "server_cpu_us_per_call", "write_service")
+    _positive(on_postgres, "commands", "64", "server_cpu_us_per_call", "postgres")
+    _positive(on_postgres, "catchup", "events_per_s")
+    _positive(on_postgres, "lag", "lag", "p99_ms")
+    figures = [
+        figure["figure"] for figure in results["figures"] if figure["section"].startswith("PostgreSQL")
+    ]
+    assert "CreateOrder @64, two write services" in figures, figures
 
 
 def test_help_and_bad_flag() -> None:
