@@ -38,6 +38,9 @@ from eventcore.read_store import (
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[UnitOfWork, RecordedEvent], None]
+# Given the (decoded) events a batch is about to apply, load what their handlers will read
+# (`work.prefetch`), so a batch costs a few queries rather than one or two per event.
+Prefetch = Callable[[UnitOfWork, Sequence[RecordedEvent]], None]
 DEFAULT_MAX_PARKED = 100
 _MAX_ERROR = 500  # characters of an error message kept with a park
 
@@ -50,6 +53,7 @@ class Projection:
     version: int
     collections: tuple[Collection, ...]
     handlers: Mapping[type[Any], EventHandler]
+    prefetch: Prefetch | None = None
 
     def handles(self, event_type: type[Any]) -> bool:
         return event_type in self.handlers
@@ -256,6 +260,7 @@ class ProjectionRunner:
                 waiting = {s for p, s in parked if p == name}
                 skipped = self._skipped
                 handlers = projection.handlers
+                due: list[tuple[EventHandler, RecordedEvent]] = []
                 for event in events:
                     position = event.position
                     if position <= done:
@@ -269,13 +274,50 @@ class ProjectionRunner:
                         and not (waiting and event.stream_id in waiting)
                         and not (skipped and (name, position) in skipped)
                     ):
-                        run_handler(projection, handler, work, event, cache)
+                        due.append((handler, event))
                     done = position
+                if projection.prefetch is not None and due:
+                    self._prefetch(projection, projection.prefetch, work, due, cache)
+                for handler, event in due:
+                    run_handler(projection, handler, work, event, cache)
                 work.set_checkpoint(name, projection.version, done)
                 applied[name] = done
             for park in found.values():
                 work.park(park)
         return applied
+
+    def _prefetch(
+        self,
+        projection: Projection,
+        prefetch: Prefetch,
+        work: UnitOfWork,
+        due: list[tuple[EventHandler, RecordedEvent]],
+        cache: dict[int, RecordedEvent],
+    ) -> None:
+        """The projection's prefetch over the events it is about to apply, decoded once (shared with
+        the handlers through `cache`). It is only a hint: an event that cannot be decoded is left to
+        its handler's run, which parks its stream, and a prefetch that fails is logged and the
+        handlers load what they need themselves, so it can neither park nor stop anything."""
+        ready = []
+        for _, event in due:
+            if type(event.data) is Undecoded:
+                known = cache.get(event.position)
+                if known is None:
+                    try:
+                        known = cache[event.position] = decoded(event)
+                    except Exception:  # reported by run_handler, with the stream parked
+                        continue
+                event = known
+            ready.append(event)
+        try:
+            prefetch(work, ready)
+        except Unavailable:
+            raise
+        except Exception as error:
+            if (projection.name, "prefetch", 0) not in self._reported:
+                self._reported.add((projection.name, "prefetch", 0))
+                log.warning("projection %s: prefetch failed, handlers load one by one: %s",
+                            projection.name, describe(error))  # fmt: skip
 
     def _park(self, parked: ParkedStream, found: dict[tuple[str, str], ParkedStream]) -> None:
         name = parked.projection

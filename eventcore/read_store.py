@@ -11,7 +11,7 @@ documents arrive.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -137,6 +137,11 @@ class ReadStoreReader(ABC):
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[ReadView]: ...
 
+    def positions(self) -> dict[str, int]:
+        """Each projection's applied position now (what a wait for `min_position` looks at)."""
+        with self.snapshot() as view:
+            return {c.name: c.position for c in view.checkpoints()}
+
     def close(self) -> None:
         """Release the underlying resources; the default holds none."""
 
@@ -176,6 +181,10 @@ class UnitOfWork(ABC):
     def record_skip(self, skipped: SkippedEvent) -> None:
         """Record that an operator dropped one event from one projection."""
 
+    def prefetch(self, collection: Collection, keys: Iterable[str]) -> None:
+        """Load these documents now, in one go, for the `get`s that follow (a hint: the default
+        does nothing, and `get` loads each key on its own)."""
+
 
 class TrackingUnitOfWork(UnitOfWork):
     """The identity map both stores share; a store supplies `_load` and writes `dirty` at commit."""
@@ -191,6 +200,15 @@ class TrackingUnitOfWork(UnitOfWork):
     def _load(self, collection: Collection, key: str) -> Document | None:
         """The committed document, freshly decoded (so the working copy is this transaction's)."""
 
+    def _load_many(self, collection: Collection, keys: list[str]) -> dict[str, Document]:
+        """The committed documents of these keys that exist (a store with a cheaper way overrides it)."""
+        found = {}
+        for key in keys:
+            document = self._load(collection, key)
+            if document is not None:
+                found[key] = document
+        return found
+
     def get(self, collection: Collection, key: str) -> Document | None:
         working = self._working.get(collection)
         if working is None:
@@ -199,6 +217,16 @@ class TrackingUnitOfWork(UnitOfWork):
             return working[key]
         document = working[key] = self._load(collection, key)
         return document
+
+    def prefetch(self, collection: Collection, keys: Iterable[str]) -> None:
+        working = self._working.get(collection)
+        if working is None:
+            working = self._working[collection] = {}
+        missing = [key for key in set(keys) if key not in working]
+        if missing:
+            found = self._load_many(collection, missing)
+            for key in missing:
+                working[key] = found.get(key)  # None: known to be absent, as `get` would say
 
     def put(self, collection: Collection, key: str, document: Document) -> None:
         self._track(collection, key, document)

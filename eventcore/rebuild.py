@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from eventcore.event_store import EventLogReader
 from eventcore.events import RecordedEvent
@@ -75,6 +75,9 @@ class _ShadowWork(UnitOfWork):
     def record_skip(self, skipped: SkippedEvent) -> None:
         self._work.record_skip(skipped)
 
+    def prefetch(self, collection: Collection, keys: Iterable[str]) -> None:
+        self._work.prefetch(self._shadows[collection], keys)
+
 
 def _redirected(handler: EventHandler, shadows: dict[Collection, Collection]) -> EventHandler:
     def shadowed(work: UnitOfWork, event: RecordedEvent) -> None:
@@ -90,8 +93,13 @@ def shadow_of(
     pairs = [(c, Collection(f"{c.name}__g{generation}", c.indexes)) for c in projection.collections]
     shadows = dict(pairs)
     handlers = {cls: _redirected(h, shadows) for cls, h in projection.handlers.items()}
+    prefetch = projection.prefetch
     shadow = Projection(
-        shadow_name(projection.name), projection.version, tuple(s for _, s in pairs), handlers
+        shadow_name(projection.name),
+        projection.version,
+        tuple(s for _, s in pairs),
+        handlers,
+        None if prefetch is None else (lambda work, events: prefetch(_ShadowWork(work, shadows), events)),
     )
     return shadow, pairs
 

@@ -6,7 +6,7 @@ progress.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from eventcore.events import RecordedEvent
@@ -123,6 +123,10 @@ _order_cancelled = _order_moved(
 )
 
 
+def _order_view_prefetch(work: UnitOfWork, events: Sequence[RecordedEvent]) -> None:
+    work.prefetch(ORDERS, [e.data.order_id for e in events if type(e.data) is not OrderCreated])
+
+
 ORDER_VIEW = Projection(
     ORDER_VIEW_NAME,
     version=2,  # 2: changed_position and its index by customer
@@ -133,6 +137,7 @@ ORDER_VIEW = Projection(
         OrderShipped: _order_shipped,
         OrderCancelled: _order_cancelled,
     },
+    prefetch=_order_view_prefetch,
 )
 
 
@@ -189,6 +194,18 @@ def _status_changer(status: OrderStatus) -> EventHandler:
     return moved
 
 
+def _customer_summary_prefetch(work: UnitOfWork, events: Sequence[RecordedEvent]) -> None:
+    """The orders that move, then the summaries of their customers and of the new orders'."""
+    moved = [e.data.order_id for e in events if type(e.data) is not OrderCreated]
+    work.prefetch(CUSTOMER_ORDERS, moved)
+    customers = {e.data.customer_id for e in events if type(e.data) is OrderCreated}
+    for order_id in moved:
+        order = work.get(CUSTOMER_ORDERS, order_id)
+        if order is not None:
+            customers.add(order["customer_id"])
+    work.prefetch(CUSTOMERS, customers)
+
+
 CUSTOMER_SUMMARY = Projection(
     CUSTOMER_SUMMARY_NAME,
     version=1,
@@ -199,6 +216,7 @@ CUSTOMER_SUMMARY = Projection(
         OrderShipped: _status_changer(OrderStatus.SHIPPED),
         OrderCancelled: _status_changer(OrderStatus.CANCELLED),
     },
+    prefetch=_customer_summary_prefetch,
 )
 
 
@@ -260,11 +278,24 @@ def _product_order_cancelled(work: UnitOfWork, event: RecordedEvent) -> None:
     work.delete(PRODUCT_ORDERS, event.data.order_id)
 
 
+def _product_sales_prefetch(work: UnitOfWork, events: Sequence[RecordedEvent]) -> None:
+    """The cancelled orders' lines, then every product a new or a cancelled order sells."""
+    cancelled = [e.data.order_id for e in events if type(e.data) is OrderCancelled]
+    work.prefetch(PRODUCT_ORDERS, cancelled)
+    products = {item.product_id for e in events if type(e.data) is OrderCreated for item in e.data.items}
+    for order_id in cancelled:
+        order = work.get(PRODUCT_ORDERS, order_id)
+        if order is not None:
+            products.update(order["lines"])
+    work.prefetch(PRODUCTS, products)
+
+
 PRODUCT_SALES = Projection(
     PRODUCT_SALES_NAME,
     version=1,
     collections=(PRODUCTS, PRODUCT_ORDERS),
     handlers={OrderCreated: _product_order_created, OrderCancelled: _product_order_cancelled},
+    prefetch=_product_sales_prefetch,
 )
 
 PROJECTIONS = (ORDER_VIEW, CUSTOMER_SUMMARY, PRODUCT_SALES)

@@ -27,8 +27,7 @@ class Storage:
     events: EventLogReader
 
     def positions(self) -> dict[str, int]:
-        with self.read_model.snapshot() as view:
-            return {c.name: c.position for c in view.checkpoints()}
+        return self.read_model.positions()
 
     def close(self) -> None:
         self.read_model.close()

@@ -74,14 +74,21 @@ class _Statements:
         table = table_name(collection)
         fields = collection.indexed_fields
         columns = ", ".join(["key", *(column_name(f) for f in fields), "doc"])
-        marks = ", ".join(["%s", *(["%s::jsonb"] * (len(fields) + 1))])
         updates = ", ".join(f"{c} = excluded.{c}" for c in [*(column_name(f) for f in fields), "doc"])
         self.fields = fields
+        # Whole batches as arrays, one statement each: inside the flush's pipeline nothing waits.
+        arrays = ", ".join(["%s::text[]", *(["%s::jsonb[]"] * (len(fields) + 1))])
         self.upsert = (
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT (key) DO UPDATE SET {updates}"
+            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})"
+            f" ON CONFLICT (key) DO UPDATE SET {updates}"
         )
-        self.delete = f"DELETE FROM {table} WHERE key = %s"
+        self.delete = f"DELETE FROM {table} USING unnest(%s::text[]) AS k(key) WHERE {table}.key = k.key"
         self.get = f"SELECT doc FROM {table} WHERE key = %s"
+        # One index probe per key, whatever the planner thinks of a young table (see event_store.py).
+        self.get_many = (
+            f"SELECT d.key, d.doc FROM unnest(%s::text[]) AS k(key)"
+            f" CROSS JOIN LATERAL (SELECT key, doc FROM {table} WHERE key = k.key) AS d"
+        )
         self.create = [
             f'CREATE TABLE {table} (key text COLLATE "C" PRIMARY KEY, '
             + "".join(f"{column_name(f)} jsonb, " for f in fields)
@@ -132,6 +139,12 @@ def _checkpoints(connection: Connection, lock: bool = False) -> list[Checkpoint]
 class _PostgresView(ReadView):
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._positions: dict[str, int] | None = None  # a snapshot's checkpoints do not move
+
+    def position(self, projection: str) -> int:
+        if self._positions is None:
+            self._positions = {c.name: c.position for c in self.checkpoints()}
+        return self._positions.get(projection, 0)
 
     def get(self, collection: Collection, key: str) -> Document | None:
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
@@ -187,8 +200,24 @@ class PostgresReadStoreReader(ReadStoreReader):
             with connection.transaction():
                 yield _PostgresView(connection)
 
+    def positions(self) -> dict[str, int]:
+        """One statement (its own read-only transaction), not a snapshot's three round trips: the
+        read service looks at the positions on every commit the projector announces."""
+        with translated(self._session.url, WHAT):
+            rows = self._session.connection.execute("SELECT name, position FROM projections").fetchall()
+        return {name: position for name, position in rows}
+
     def close(self) -> None:
         self._session.close()
+
+
+def _writer(url: str) -> Connection:
+    """A projector's connection. Its commits do not wait for the WAL flush (`synchronous_commit =
+    off`, as the SQLite read store runs NORMAL): a commit lost to a server crash loses its rows and
+    its checkpoint together, and is projected again from the event store."""
+    connection = open_writer(url, SCHEMA, WHAT)
+    connection.execute("SET synchronous_commit = off")
+    return connection
 
 
 def _read_only(connection: Connection) -> Connection:
@@ -206,28 +235,39 @@ class _PostgresUnitOfWork(TrackingUnitOfWork):
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
         return json_loads(row[0]) if row else None
 
+    def _load_many(self, collection: Collection, keys: list[str]) -> dict[str, Document]:
+        rows = self._connection.execute(statements(collection).get_many, (keys,))
+        return {key: json_loads(doc) for key, doc in rows}
+
     def flush(self) -> None:
-        with self._connection.cursor() as cursor:
+        # One pipeline: every write of the batch and the checkpoint go in one round trip.
+        with self._connection.pipeline(), self._connection.cursor() as cursor:
             for collection, changes in self.dirty.items():
                 sql = statements(collection)
                 fields = sql.fields
-                upserts = [
-                    (key, *(json_dumps(doc.get(f)) for f in fields), json_dumps(doc))
-                    for key, doc in changes.items()
-                    if doc is not None
-                ]
-                deletes = [(key,) for key, doc in changes.items() if doc is None]
-                if upserts:
-                    cursor.executemany(sql.upsert, upserts)
+                kept = [(key, doc) for key, doc in changes.items() if doc is not None]
+                deletes = [key for key, doc in changes.items() if doc is None]
+                if kept:
+                    columns = [[key for key, _ in kept]]
+                    columns += [[json_dumps(doc.get(f)) for _, doc in kept] for f in fields]
+                    columns.append([json_dumps(doc) for _, doc in kept])
+                    cursor.execute(sql.upsert, columns)
                 if deletes:
-                    cursor.executemany(sql.delete, deletes)
+                    cursor.execute(sql.delete, (deletes,))
             now = _EPOCH + timedelta(microseconds=time.time_ns() // 1000)
             if self.checkpoints:
-                cursor.executemany(
-                    "INSERT INTO projections (name, version, position, updated_at) VALUES (%s, %s, %s, %s)"
+                names = list(self.checkpoints)
+                cursor.execute(
+                    "INSERT INTO projections (name, version, position, updated_at)"
+                    " SELECT *, %s FROM unnest(%s::text[], %s::integer[], %s::bigint[])"
                     " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
                     " position = excluded.position, updated_at = excluded.updated_at",
-                    [(name, v, p, now) for name, (v, p) in self.checkpoints.items()],
+                    (
+                        now,
+                        names,
+                        [self.checkpoints[n][0] for n in names],
+                        [self.checkpoints[n][1] for n in names],
+                    ),
                 )
                 position = max(p for _, p in self.checkpoints.values())
                 cursor.execute("SELECT pg_notify(%s, %s)", (CHANGES_CHANNEL, str(position)))
@@ -258,8 +298,10 @@ class PostgresReadStoreWriter(ReadStoreWriter):
     (or, opened by `open_maintainer`, the lock of the one operator command running beside it)."""
 
     def __init__(self, session: Session, lock: int = LEADER_LOCK) -> None:
+        """`session` holds `lock` on its current connection."""
         self._session = session
         self._lock = lock
+        self._locked = session.connection  # the connection whose session holds the lock
         self._in_transaction = False
 
     @classmethod
@@ -269,7 +311,7 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         Both write in transactions that read the checkpoints FOR UPDATE, so they take turns as the
         two writers of a SQLite file do.
         """
-        session = Session(url, WHAT, lambda: open_writer(url, SCHEMA, WHAT))
+        session = Session(url, WHAT, lambda: _writer(url))
         if not _try_lock(session, MAINTENANCE_LOCK):
             session.close()
             raise Unavailable(f"{WHAT} {redact(url)}: another projector command is running")
@@ -282,7 +324,7 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         Returns None when `stop` is set before leadership came; without `stop`, refuses at once
         (Unavailable) when another projector leads.
         """
-        session = Session(url, WHAT, lambda: open_writer(url, SCHEMA, WHAT))
+        session = Session(url, WHAT, lambda: _writer(url))
         announced = False
         while True:
             if _try_lock(session, LEADER_LOCK):
@@ -368,16 +410,17 @@ class PostgresReadStoreWriter(ReadStoreWriter):
         return True
 
     def _require_leadership(self, connection: Connection) -> None:
-        """A session the server dropped lost the lock with it: take it again or refuse to write."""
-        row = connection.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
-            " AND granted AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (self._lock,),
-        ).fetchone()
-        if row and row[0]:
+        """A session the server dropped lost the lock with it: take it again or refuse to write.
+
+        A session lock is released only by its session's end, and a connection that lost its
+        session is replaced by a new one (`Session.connection`), so the lock is ours exactly while
+        the connection that took it is the one in use: no query needed per transaction.
+        """
+        if connection is self._locked and not connection.closed:
             return
         if not _try_lock(self._session, self._lock):
             raise Unavailable(f"{WHAT} {redact(self._session.url)}: another projector is active now")
+        self._locked = self._session.connection
         log.info("regained leadership of %s after a lost session", redact(self._session.url))
 
     def reader(self) -> PostgresReadStoreReader:

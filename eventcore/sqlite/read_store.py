@@ -35,6 +35,8 @@ from eventcore.sqlite.files import Synchronous, WriterSession, open_locked_write
 from eventcore.timestamps import format_timestamp, parse_timestamp
 
 SCHEMA = "read_store"
+
+
 class _Statements:
     """The SQL of one collection, built once from its declaration."""
 
@@ -47,6 +49,7 @@ class _Statements:
         self.upsert = f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})"
         self.delete = f"DELETE FROM {table} WHERE key = ?"
         self.get = f"SELECT doc FROM {table} WHERE key = ?"
+        self.get_many = f"SELECT key, doc FROM {table} WHERE key IN (SELECT value FROM json_each(?))"
         self.create = [
             f"CREATE TABLE {table} (key TEXT PRIMARY KEY, "
             + "".join(f"{column_name(f)}, " for f in fields)
@@ -184,6 +187,10 @@ class _SQLiteUnitOfWork(TrackingUnitOfWork):
     def _load(self, collection: Collection, key: str) -> Document | None:
         row = self._connection.execute(statements(collection).get, (key,)).fetchone()
         return json_loads(row[0]) if row else None
+
+    def _load_many(self, collection: Collection, keys: list[str]) -> dict[str, Document]:
+        rows = self._connection.execute(statements(collection).get_many, (json_dumps(keys),))
+        return {key: json_loads(doc) for key, doc in rows}
 
     def flush(self) -> None:
         for collection, changes in self.dirty.items():

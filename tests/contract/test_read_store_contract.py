@@ -201,6 +201,39 @@ def test_the_unit_of_work_is_an_identity_map(store: ReadStoreWriter) -> None:
     assert get(store, ITEMS, "stored")["tags"] == ["a"]
 
 
+def test_prefetch_loads_what_get_would_answer_and_keeps_this_transactions_changes(
+    store: ReadStoreWriter,
+) -> None:
+    """A prefetch is only a faster way to the same answers: stored documents as stored, absent keys
+    as None, and nothing this transaction put or deleted is replaced by the stored version."""
+    with store.transaction() as work:
+        for key in ("a", "b", "c", "d"):
+            work.put(ITEMS, key, doc(key, rank=1))
+    many = [f"k{i}" for i in range(1200)]  # more than one statement's worth of parameters
+    with store.transaction() as work:
+        for key in many:
+            work.put(NOTES, key, {"n": key})
+    with store.transaction() as work:
+        work.put(ITEMS, "a", doc("a", rank=2))
+        work.delete(ITEMS, "b")
+        work.prefetch(ITEMS, ["a", "b", "c", "missing", "c"])
+        assert work.get(ITEMS, "a") == doc("a", rank=2)
+        assert work.get(ITEMS, "b") is None
+        assert work.get(ITEMS, "c") == doc("c", rank=1)
+        assert work.get(ITEMS, "missing") is None
+        assert work.get(ITEMS, "d") == doc("d", rank=1)  # not prefetched: loaded by get
+        work.prefetch(NOTES, [*many, "nope"])
+        assert [work.get(NOTES, key) for key in many] == [{"n": key} for key in many]
+        assert work.get(NOTES, "nope") is None
+        work.prefetch(OTHER, [])
+        changed = work.get(ITEMS, "c")
+        changed["rank"] = 3
+        work.put(ITEMS, "c", changed)
+    assert get(store, ITEMS, "a") == doc("a", rank=2)
+    assert get(store, ITEMS, "b") is None
+    assert get(store, ITEMS, "c") == doc("c", rank=3)
+
+
 def test_a_snapshot_does_not_see_later_commits(store: ReadStoreWriter) -> None:
     with store.transaction() as work:
         work.put(ITEMS, "i-1", doc("i-1", rank=1))

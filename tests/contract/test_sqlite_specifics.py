@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -315,6 +315,62 @@ def test_events_delivered_again_leave_the_same_rows_in_sqlite(tmp_path: Path) ->
     finally:
         read_store.close()
         events.close()
+
+
+def _confirm_all(events: SQLiteEventStore, count: int) -> None:
+    async def confirm() -> None:
+        bus = CommandBus(events)
+        for command_type, handler in command_handlers().items():
+            bus.register(command_type, handler)
+        try:
+            for i in range(count):
+                if i % 3 and i % 5:  # the pending ones
+                    await bus.dispatch(ConfirmOrder(f"o-{i}"))
+        finally:
+            await bus.close()
+
+    asyncio.run(confirm())
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetched", "one-by-one"])
+def test_a_batch_reads_its_documents_in_a_few_statements_with_the_same_rows(
+    tmp_path: Path, prefetch: bool
+) -> None:
+    """The order projections announce what a batch will read (Projection.prefetch): a batch of
+    updates to stored orders loads them in a few statements instead of one or two per event, and
+    leaves exactly the rows that loading them one by one leaves."""
+    projections = PROJECTIONS if prefetch else tuple(replace(p, prefetch=None) for p in PROJECTIONS)
+    events = SQLiteEventStore.open(tmp_path / "events.db", order_codec())
+    read_store = SQLiteReadStoreWriter.open(tmp_path / f"read-{prefetch}.db")
+    try:
+        fill(events)
+        runner = ProjectionRunner(events, read_store, projections, batch_size=1000)
+        runner.run_until_idle()
+        _confirm_all(events, 40)
+        statements: list[str] = []
+        read_store._connection.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        assert runner.run_once() == 21
+        read_store._connection.set_trace_callback(None)  # type: ignore[attr-defined]
+        single = [s for s in statements if s.startswith("SELECT doc FROM") and "WHERE key = " in s]
+        many = [s for s in statements if "json_each" in s]
+        if prefetch:
+            assert single == [] and 1 <= len(many) <= 5, statements
+        else:
+            assert len(single) >= 21 and many == []
+        batched_rows = rows(tmp_path / f"read-{prefetch}.db")
+    finally:
+        read_store.close()
+        events.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    again = SQLiteReadStoreWriter.open(other / "read.db")
+    try:
+        log = SQLiteEventStore.open(tmp_path / "events.db", order_codec())
+        ProjectionRunner(log, again, PROJECTIONS, batch_size=1).run_until_idle()
+        log.close()
+    finally:
+        again.close()
+    assert batched_rows == rows(other / "read.db")
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["as-built", "after-ANALYZE"])

@@ -4,6 +4,7 @@ the lag health that follows from the projections' state."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -211,3 +212,25 @@ def test_lag_health_turns_only_after_the_grace_and_on_failure() -> None:
     assert health.verdict(status(3), now=106) == ""  # recovered
     assert health.verdict(status(11), now=107) == ""  # the grace starts again
     assert "failed: boom" in health.verdict(status(0, "failed"), now=107)
+
+
+def test_a_failing_prefetch_is_logged_and_the_handlers_load_what_they_need(
+    deferred_store: InMemoryEventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prefetch is a hint: when it raises, nothing parks or stops, and the read model is the same."""
+
+    def broken(work: UnitOfWork, events: Any) -> None:
+        raise KeyError("a bug in the hint")
+
+    views = InMemoryReadStoreWriter()
+    for i in range(3):
+        created(deferred_store, f"o-{i}")
+    first = ProjectionRunner(deferred_store, views, [replace(ORDER_VIEW, prefetch=broken)], batch_size=50)
+    first.run_until_idle()
+    for i in range(3):
+        confirmed(deferred_store, f"o-{i}")
+    assert first.run_until_idle() == 3
+    assert [order_status(views, f"o-{i}") for i in range(3)] == ["CONFIRMED"] * 3
+    assert views.parked_streams() == {}
+    warnings = [r.getMessage() for r in caplog.records if "prefetch failed" in r.getMessage()]
+    assert len(warnings) == 1 and "a bug in the hint" in warnings[0], warnings
