@@ -50,8 +50,9 @@ rebuild: $(STAMP) proto | $(DATA_DIR)  ## rebuild the read models beside the liv
 read: $(STAMP) proto | $(DATA_DIR)  ## start the read service alone
 	$(PY) -m read_service --listen $(READ_ADDR) --read-db $(READ_DB) --event-store $(EVENT_STORE)
 
-test: $(STAMP) proto  ## run the whole test suite (unit, contract, integration, end to end)
+test: $(STAMP) proto  ## the whole suite (unit, contract, integration, end to end), then the end-to-end suite on PostgreSQL
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-e2e-postgres
 
 lint: $(STAMP)  ## ruff and mypy
 	$(PY) -m ruff check .

@@ -6,7 +6,8 @@
   restart processes or need a fresh event store; nothing is started until the test says so.
 
 With ORDERS_E2E_BACKEND=postgres (`make test-e2e-postgres`) every trio runs on fresh PostgreSQL
-databases instead of SQLite files; tests marked `sqlite_files` (they look at the files) are skipped.
+databases instead of SQLite files; tests marked `sqlite_files` (they look at the files) and
+`own_databases` (PostgreSQL already) are deselected.
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ def _stores(stack: ExitStack) -> dict[str, str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On PostgreSQL, tests that open the SQLite files by hand are not part of the run (deselected,
-    not skipped: they test the SQLite files themselves, which this run has none of)."""
+    not skipped: they test the SQLite files themselves, which this run has none of), nor those that
+    make their own PostgreSQL databases whatever the backend (the SQLite pass ran them already)."""
     if not ON_POSTGRES:
         return
-    sqlite_only = [item for item in items if "sqlite_files" in item.keywords]
-    if sqlite_only:
-        config.hook.pytest_deselected(items=sqlite_only)
-        items[:] = [item for item in items if "sqlite_files" not in item.keywords]
+    elsewhere = [
+        item for item in items if "sqlite_files" in item.keywords or "own_databases" in item.keywords
+    ]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if item not in elsewhere]
 
 
 def _services_written() -> bool:

@@ -900,6 +900,7 @@ def _trio_with_orders(make_trio: Callable[..., Trio]) -> tuple[Trio, str, str, i
     return trio, order_id, customer, last
 
 
+@pytest.mark.sqlite_files
 def test_read_service_on_a_random_bytes_read_db_is_unavailable_then_recovers(
     make_trio: Callable[..., Trio],
 ) -> None:
@@ -915,6 +916,7 @@ def test_read_service_on_a_random_bytes_read_db_is_unavailable_then_recovers(
     _wait_recovered(trio, order_id, last)
 
 
+@pytest.mark.sqlite_files
 def test_read_service_on_a_random_bytes_event_store_is_unavailable_then_recovers(
     make_trio: Callable[..., Trio],
 ) -> None:
@@ -937,6 +939,7 @@ def test_read_service_on_a_random_bytes_event_store_is_unavailable_then_recovers
 DB_FILES = ["events.db", "events.db-wal", "events.db-shm", "read.db", "read.db-wal", "read.db-shm"]
 
 
+@pytest.mark.sqlite_files
 @pytest.mark.parametrize(
     ("flag", "mode"), [(None, 0o600), ("0640", 0o640)], ids=["default-0600", "flag-0640"]
 )
