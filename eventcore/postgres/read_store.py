@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import IsolationLevel
+from psycopg.pq import TransactionStatus
 
 from eventcore.errors import Unavailable
 from eventcore.json_text import json_dumps, json_loads
@@ -126,6 +127,13 @@ _PARKED = _FAULT.format("parked_at") + " FROM parked_streams"
 _SKIPPED = _FAULT.format("skipped_at") + " FROM skipped_events"
 
 
+_SNAPSHOT_START = (
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+    " SELECT name, version, position, (extract(epoch FROM updated_at) * 1000000)::bigint,"
+    " (SELECT count(*) FROM parked_streams) FROM projections ORDER BY name"
+)
+
+
 def _parked(connection: Connection) -> list[ParkedStream]:
     rows = connection.execute(_PARKED + " ORDER BY projection, stream_id").fetchall()
     return [ParkedStream(*row) for row in rows]
@@ -137,9 +145,14 @@ def _checkpoints(connection: Connection, lock: bool = False) -> list[Checkpoint]
 
 
 class _PostgresView(ReadView):
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self, connection: Connection, checkpoints: list[Checkpoint] | None = None, parked: int | None = None
+    ) -> None:
+        """`checkpoints` and the number of `parked` streams, when the snapshot read them already."""
         self._connection = connection
-        self._positions: dict[str, int] | None = None  # a snapshot's checkpoints do not move
+        self._checkpoints = checkpoints
+        self._parked = parked
+        self._positions = {c.name: c.position for c in checkpoints} if checkpoints is not None else None
 
     def position(self, projection: str) -> int:
         if self._positions is None:
@@ -167,9 +180,13 @@ class _PostgresView(ReadView):
         return Page([json_loads(row[2]) for row in rows], cursor)
 
     def checkpoints(self) -> list[Checkpoint]:
+        if self._checkpoints is not None:
+            return list(self._checkpoints)
         return _checkpoints(self._connection)
 
     def parked_streams(self) -> list[ParkedStream]:
+        if self._parked == 0:  # the usual case: no query needed
+            return []
         return _parked(self._connection)
 
     def skipped_events(self) -> list[SkippedEvent]:
@@ -195,10 +212,23 @@ class PostgresReadStoreReader(ReadStoreReader):
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadView]:
+        """One REPEATABLE READ READ ONLY transaction. Its BEGIN, the checkpoints and the number of
+        parked streams go in one round trip (a parameterless multi-statement query), since every
+        answer needs them: a GetOrder is then three round trips, not six."""
         with translated(self._session.url, WHAT):
             connection = self._session.connection
-            with connection.transaction():
-                yield _PostgresView(connection)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(_SNAPSHOT_START)
+                    cursor.nextset()
+                    rows = cursor.fetchall()
+                checkpoints = [Checkpoint(name, v, p, at) for name, v, p, at, _ in rows]
+                parked = int(rows[0][4]) if rows else None
+                yield _PostgresView(connection, checkpoints, parked)
+            except BaseException:
+                _roll_back(connection)
+                raise
+            connection.execute("COMMIT")
 
     def positions(self) -> dict[str, int]:
         """One statement (its own read-only transaction), not a snapshot's three round trips: the
@@ -218,6 +248,17 @@ def _writer(url: str) -> Connection:
     connection = open_writer(url, SCHEMA, WHAT)
     connection.execute("SET synchronous_commit = off")
     return connection
+
+
+def _roll_back(connection: Connection) -> None:
+    """End a failed snapshot's transaction, so the session is usable for the next one; a connection
+    that broke meanwhile is left to `Session` to open again (the failure itself is being raised)."""
+    if connection.closed or connection.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        connection.execute("ROLLBACK")
+    except psycopg.Error as error:
+        log.debug("rolling back a failed snapshot: %s", error)
 
 
 def _read_only(connection: Connection) -> Connection:

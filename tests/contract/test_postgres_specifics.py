@@ -24,6 +24,7 @@ from eventcore.postgres.changes import PostgresChanges
 from eventcore.postgres.connection import DatabaseNotReady, redact
 from eventcore.postgres.event_store import PostgresEventLogReader, PostgresEventStore
 from eventcore.postgres.read_store import PostgresReadStoreReader, PostgresReadStoreWriter
+from eventcore.read_store import Collection
 from orders.events import OrderCreated, OrderItem, order_codec
 
 
@@ -147,6 +148,35 @@ def test_a_projector_whose_session_was_dropped_leads_again_before_it_writes(url:
             work.set_checkpoint("p", 1, 3)
         with pytest.raises(Unavailable, match="active projector"):
             PostgresReadStoreWriter.open(url)
+    finally:
+        writer.close()
+
+
+def test_a_failed_snapshot_leaves_the_read_session_usable_and_a_dropped_one_is_opened_again(
+    url: str,
+) -> None:
+    """A snapshot starts its transaction in the same round trip as its checkpoint read; a query that
+    fails inside it (here, on a table that does not exist) must still end that transaction."""
+    writer = PostgresReadStoreWriter.open(url)
+    assert writer is not None
+    missing = Collection("never_created")
+    try:
+        with writer.transaction() as work:
+            work.set_checkpoint("p", 1, 4)
+        reader = writer.reader()
+        try:
+            with pytest.raises(Unavailable), reader.snapshot() as view:
+                view.get(missing, "k")
+            with reader.snapshot() as view:
+                assert view.position("p") == 4 and view.parked_streams() == []
+            assert reader.positions() == {"p": 4}
+            drop_sessions(url)
+            with pytest.raises(Unavailable), reader.snapshot():
+                pass
+            with reader.snapshot() as view:
+                assert [c.position for c in view.checkpoints()] == [4]
+        finally:
+            reader.close()
     finally:
         writer.close()
 
