@@ -229,15 +229,7 @@ def _throughput(
         # The flood of commands just measured left the kernel hundreds of MB to write back; its
         # writeback would land in this stage's fsyncs. Lag is a steady-state figure: settle first.
         os.sync()
-        measured = clients.open_loop_lag(
-            write=system.write_address,
-            read=system.read_address,
-            watch_pids=[write_pid, projector_pid, read_pid],
-            rate=settings.lag_rate,
-            warmup=settings.lag_warmup_s,
-            duration=settings.lag_duration_s,
-            log_dir=logs,
-        )
+        measured = _live_lag(settings, system, logs)
         measured["attempts"] = attempt + 1
         if not lag or measured["foreign_cores"] < lag["foreign_cores"]:
             lag = measured
@@ -254,6 +246,20 @@ def _throughput(
         "noop": noop_results,
         "lag": lag,
     }
+
+
+def _live_lag(settings: Settings, system: OrderSystem, logs: Path, *, watch: bool = False) -> dict[str, Any]:
+    """`bench.lag` at the settings' rate against `system`, watching all its processes' CPU."""
+    return clients.open_loop_lag(
+        write=system.write_address,
+        read=system.read_address,
+        watch_pids=system.pids(),
+        rate=settings.lag_rate,
+        warmup=settings.lag_warmup_s,
+        duration=settings.lag_duration_s,
+        log_dir=logs,
+        watch=watch,
+    )
 
 
 def _name_server_cpu(blocks: list[dict[str, dict[str, Any]]], names: dict[str, str]) -> None:
@@ -397,16 +403,7 @@ def watch_lag(settings: Settings, work: Path) -> dict[str, Any]:
         _start_projected(system, head, settings.projection_timeout_s)
         os.sync()
         log.info("watch lag at %.0f commands/s", settings.lag_rate)
-        result = clients.open_loop_lag(
-            write=system.write_address,
-            read=system.read_address,
-            watch_pids=system.pids(),
-            rate=settings.lag_rate,
-            warmup=settings.lag_warmup_s,
-            duration=settings.lag_duration_s,
-            log_dir=logs,
-            watch=True,
-        )
+        result = _live_lag(settings, system, logs, watch=True)
         system.check_alive()
         result["exit_codes"] = system.stop()
     return result
@@ -515,15 +512,7 @@ def postgres(settings: Settings, work: Path) -> dict[str, Any]:
             result["commands"] = commands["CreateOrder"]
             os.sync()
             log.info("postgres: live lag at %.0f commands/s", settings.lag_rate)
-            result["lag"] = clients.open_loop_lag(
-                write=system.write_address,
-                read=system.read_address,
-                watch_pids=system.pids(),
-                rate=settings.lag_rate,
-                warmup=settings.lag_warmup_s,
-                duration=settings.lag_duration_s,
-                log_dir=logs,
-            )
+            result["lag"] = _live_lag(settings, system, logs)
             system.start_another_write()
             shared = tuple(level for level in settings.levels if level > 1)
             log.info("postgres: commands at %s in flight over two write services", shared)
