@@ -214,7 +214,7 @@ class PostgresReadStoreReader(ReadStoreReader):
     def snapshot(self) -> Iterator[ReadView]:
         """One REPEATABLE READ READ ONLY transaction. Its BEGIN, the checkpoints and the number of
         parked streams go in one round trip (a parameterless multi-statement query), since every
-        answer needs them: a GetOrder is then three round trips, not six."""
+        answer needs them: a GetOrder's snapshot is then three round trips, not five."""
         with translated(self._session.url, WHAT):
             connection = self._session.connection
             try:
