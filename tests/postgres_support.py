@@ -1,9 +1,10 @@
-"""A fresh PostgreSQL database per test, or one line saying why PostgreSQL tests are skipped.
+"""A fresh PostgreSQL database per test, and what happens when there is no server.
 
 The server is found at $ORDERS_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/postgres).
-Each test gets `CREATE DATABASE` under a unique name, dropped after the test. Where no server is
-reachable the tests are skipped with the reason, except when $CI is set: then they fail, so a CI
-machine without its server cannot pass by skipping.
+Each test gets `CREATE DATABASE` under a unique name, dropped after the test. Tests that need the
+server carry the `postgres` mark; where no server is reachable they are not run (deselected, and the
+run says so in one line: tests/conftest.py), except when $CI is set: then they run and fail, so a CI
+machine without its server cannot pass by leaving them out.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ def unreachable_reason() -> str:
     return ""
 
 
+def leaves_out_postgres_tests() -> bool:
+    """Whether tests marked `postgres` are left out of this run: no server, and CI not set."""
+    return bool(unreachable_reason()) and not os.environ.get("CI")
+
+
 def require_server() -> None:
-    """Skip the calling test (fail it under CI) when no PostgreSQL server is reachable."""
+    """Fail the calling test when no PostgreSQL server is reachable: under CI, or when the test
+    lacks the `postgres` mark that would have left it out of the run."""
     reason = unreachable_reason()
     if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)", pytrace=False)
-        pytest.skip(reason)
+        why = (
+            "CI is set: PostgreSQL tests must run"
+            if os.environ.get("CI")
+            else "the test lacks the postgres mark"
+        )
+        pytest.fail(f"{reason} ({why})", pytrace=False)
 
 
 def database_url(name: str) -> str:

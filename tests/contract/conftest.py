@@ -23,7 +23,7 @@ from eventcore.sqlite.event_store import SQLiteEventStore
 from eventcore.sqlite.read_store import SQLiteReadStoreWriter
 from orders.events import order_codec
 
-BACKENDS = ["memory", "sqlite", "postgres"]
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -27,6 +27,8 @@ from eventcore.postgres.read_store import PostgresReadStoreReader, PostgresReadS
 from eventcore.read_store import Collection
 from orders.events import OrderCreated, OrderItem, order_codec
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture
 def url() -> Iterator[str]:

@@ -44,6 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     make their own PostgreSQL databases whatever the backend (the SQLite pass ran them already)."""
     if not ON_POSTGRES:
         return
+    for item in items:
+        item.add_marker(pytest.mark.postgres)
     elsewhere = [
         item for item in items if "sqlite_files" in item.keywords or "own_databases" in item.keywords
     ]

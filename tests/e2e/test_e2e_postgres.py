@@ -24,7 +24,7 @@ from postgres_support import database_url, fresh_database_name, require_server
 
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
 
-pytestmark = pytest.mark.own_databases  # PostgreSQL whatever ORDERS_E2E_BACKEND says
+pytestmark = [pytest.mark.postgres, pytest.mark.own_databases]  # whatever ORDERS_E2E_BACKEND says
 
 
 @pytest.fixture

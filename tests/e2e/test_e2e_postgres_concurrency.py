@@ -37,7 +37,7 @@ from eventcore.postgres.event_store import PostgresEventLogReader
 from orders.events import order_codec
 from orders_api.v1 import orders_pb2, orders_pb2_grpc
 
-pytestmark = pytest.mark.own_databases  # PostgreSQL whatever ORDERS_E2E_BACKEND says
+pytestmark = [pytest.mark.postgres, pytest.mark.own_databases]  # whatever ORDERS_E2E_BACKEND says
 
 WRITERS = 4
 COMMANDS_PER_WRITER = int(os.environ.get("ORDERS_PG_COMMANDS_PER_WRITER", "600"))
