@@ -92,8 +92,8 @@ def wrap_handler(handler: grpc.RpcMethodHandler, admission: Admission | None) ->
     """
     deserializer = handler.request_deserializer
     serializer = handler.response_serializer
+    decode = _decoder(deserializer) if deserializer is not None else None
     if handler.request_streaming:
-        decode = _decoder(deserializer) if deserializer is not None else None
         if handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 _streaming(handler.stream_stream, None, admission), decode, serializer
@@ -101,7 +101,6 @@ def wrap_handler(handler: grpc.RpcMethodHandler, admission: Admission | None) ->
         return grpc.stream_unary_rpc_method_handler(
             _single(handler.stream_unary, None, admission), decode, serializer
         )
-    decode = _decoder(deserializer) if deserializer is not None else None
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
             _streaming(handler.unary_stream, decode, admission), None, serializer
@@ -119,10 +118,7 @@ def _single(
 
         async def open_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if decode is not None:
-                try:
-                    request = decode(request)
-                except UndecodableRequest as error:
-                    await _refuse_invalid(context, error)
+                request = await _decoded(decode, request, context)
             try:
                 return await behaviour(request, context)
             except UndecodableRequest as error:
@@ -134,10 +130,7 @@ def _single(
         if admission.active >= admission.limit:
             await _refuse_overload(context, admission)
         if decode is not None:
-            try:
-                request = decode(request)
-            except UndecodableRequest as error:
-                await _refuse_invalid(context, error)
+            request = await _decoded(decode, request, context)
         admission.active += 1
         try:
             return await behaviour(request, context)
@@ -147,6 +140,14 @@ def _single(
             admission.active -= 1
 
     return admitted
+
+
+async def _decoded(decode: Callable[[bytes], Any], request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """The decoded request; an undecodable one ends the call with INVALID_ARGUMENT."""
+    try:
+        return decode(request)
+    except UndecodableRequest as error:
+        await _refuse_invalid(context, error)
 
 
 def _streaming(
@@ -160,10 +161,7 @@ def _streaming(
         if admission is not None and admission.active >= admission.limit:
             await _refuse_overload(context, admission)
         if decode is not None:
-            try:
-                request = decode(request)
-            except UndecodableRequest as error:
-                await _refuse_invalid(context, error)
+            request = await _decoded(decode, request, context)
         if admission is not None:
             admission.active += 1
         try:
