@@ -18,6 +18,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -47,6 +49,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@asynccontextmanager
+async def _connected(args: argparse.Namespace) -> AsyncIterator[tuple[Any, Any]]:
+    """The command and query stubs, on channels to --write and --read that are ready."""
+    async with (
+        grpc.aio.insecure_channel(args.write) as write_channel,
+        grpc.aio.insecure_channel(args.read) as read_channel,
+    ):
+        await asyncio.wait_for(write_channel.channel_ready(), 15)
+        await asyncio.wait_for(read_channel.channel_ready(), 15)
+        yield grpc_api.OrderCommandServiceStub(write_channel), grpc_api.OrderQueryServiceStub(read_channel)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.watch:
         return await run_watch(args)
@@ -55,14 +69,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     command_latencies: list[float] = []
     errors: Counter[str] = Counter()
     stale = 0
-    async with (
-        grpc.aio.insecure_channel(args.write) as write_channel,
-        grpc.aio.insecure_channel(args.read) as read_channel,
-    ):
-        await asyncio.wait_for(write_channel.channel_ready(), 15)
-        await asyncio.wait_for(read_channel.channel_ready(), 15)
-        commands = grpc_api.OrderCommandServiceStub(write_channel)
-        queries = grpc_api.OrderQueryServiceStub(read_channel)
+    async with _connected(args) as (commands, queries):
 
         async def one(sequence: int, measured: bool) -> None:
             nonlocal stale
@@ -162,14 +169,7 @@ async def run_watch(args: argparse.Namespace) -> dict[str, Any]:
     command_latencies: list[float] = []
     errors: Counter[str] = Counter()
     stale = behind = 0
-    async with (
-        grpc.aio.insecure_channel(args.write) as write_channel,
-        grpc.aio.insecure_channel(args.read) as read_channel,
-    ):
-        await asyncio.wait_for(write_channel.channel_ready(), 15)
-        await asyncio.wait_for(read_channel.channel_ready(), 15)
-        commands = grpc_api.OrderCommandServiceStub(write_channel)
-        queries = grpc_api.OrderQueryServiceStub(read_channel)
+    async with _connected(args) as (commands, queries):
         gate = asyncio.Semaphore(32)
 
         async def create(index: int) -> tuple[str, int]:

@@ -17,6 +17,7 @@ from bench import clients, fixtures, processes, raw_sqlite, status
 from bench import postgres as pg
 from bench.settings import Settings
 from bench.system import PROJECTOR, READ, WRITE, OrderSystem
+from eventcore.postgres.connection import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,7 @@ def _scale_probes(
     head = fixtures.build_orders_store(data / "events.db", baseline_orders)
     rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with OrderSystem(data, logs, "scale-baseline") as baseline:
-        baseline.start_read()
-        baseline.start_projector()
-        watcher = status.ProjectionWatcher(baseline.read_address)
-        try:
-            watcher.wait_for(head, settings.projection_timeout_s)
-        finally:
-            watcher.close()
+        _start_read_side(baseline, head, settings.projection_timeout_s)
         log.info("GetOrder at %d vs %d orders, %d rounds", orders, baseline_orders, settings.probe_rounds)
         for index in range(settings.probe_rounds):
             probe = clients.closed_loop(
@@ -359,7 +354,15 @@ IDLE_SETTLE_S = 3.0  # after projecting, before the window: start-up work and wr
 def _start_projected(system: OrderSystem, head: int, timeout: float) -> None:
     """Start the trio and wait until the read model has applied `head`; the status watcher is closed
     again, so it does not count in what follows."""
-    system.start_all()
+    system.start_write()
+    _start_read_side(system, head, timeout)
+
+
+def _start_read_side(system: OrderSystem, head: int, timeout: float) -> None:
+    """Start the read service and the projector and wait until the read model has applied `head`
+    (no write service: the log is prebuilt)."""
+    system.start_read()
+    system.start_projector()
     watcher = status.ProjectionWatcher(system.read_address)
     try:
         watcher.wait_for(head, timeout)
@@ -418,13 +421,7 @@ def rebuild(settings: Settings, work: Path) -> dict[str, Any]:
     head = fixtures.build_orders_store(data / "events.db", events)
     result: dict[str, Any] = {"events": head}
     with OrderSystem(data, logs, "rebuild") as system:
-        system.start_read()
-        system.start_projector()
-        watcher = status.ProjectionWatcher(system.read_address)
-        try:
-            watcher.wait_for(head, settings.projection_timeout_s)
-        finally:
-            watcher.close()
+        _start_read_side(system, head, settings.projection_timeout_s)
 
         def get_orders(name: str) -> dict[str, Any]:
             measured = clients.closed_loop(
@@ -469,7 +466,7 @@ def postgres(settings: Settings, work: Path) -> dict[str, Any]:
 
     A server that cannot be reached leaves the stage out with its reason (a note, not an error).
     """
-    reason = pg.unreachable_reason(settings.postgres_url)
+    reason = unreachable(settings.postgres_url)
     if reason:
         log.warning("postgres: stage left out, %s", reason)
         return {"skipped": reason}
