@@ -14,13 +14,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 
 from bench import fixtures, workload
-from eventcore.postgres.connection import migrate, redact
+from eventcore.postgres.connection import create_database, drop_database, migrate, redact, with_database
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +27,6 @@ _COPY = (
     "COPY events (position, stream_id, stream_version, type, schema_version, payload, event_id,"
     " command_id, recorded_at) FROM STDIN"
 )
-
-
-def unreachable_reason(server_url: str) -> str:
-    """Empty when the server answers; else one line saying why not."""
-    try:
-        with psycopg.connect(server_url, connect_timeout=3, autocommit=True) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error as error:
-        return f"no PostgreSQL at {redact(server_url)}: {' '.join(str(error).split())[:200]}"
-    return ""
 
 
 def server_version(server_url: str) -> str:
@@ -58,10 +46,6 @@ def server_pids(server_url: str) -> list[int]:
     return [int(row[0]) for row in rows]
 
 
-def _database_url(server_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(server_url)._replace(path="/" + name))
-
-
 @contextmanager
 def databases(server_url: str, *roles: str) -> Iterator[list[str]]:
     """One new, empty database per role (C collation, as the services create them); their URLs."""
@@ -71,17 +55,13 @@ def databases(server_url: str, *roles: str) -> Iterator[list[str]]:
     try:
         with psycopg.connect(server_url, autocommit=True) as admin:
             for name in names:
-                admin.execute(
-                    sql.SQL(
-                        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-                    ).format(sql.Identifier(name))
-                )
+                create_database(admin, name)
                 created.append(name)
-        yield [_database_url(server_url, name) for name in names]
+        yield [with_database(server_url, name) for name in names]
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             for name in created:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                drop_database(admin, name)
 
 
 def _rows(plan: fixtures.Plan) -> Iterator[tuple[object, ...]]:

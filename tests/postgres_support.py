@@ -14,11 +14,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql
+
+from eventcore.postgres import connection
+from eventcore.postgres.connection import unreachable, with_database
 
 SERVER_URL = os.environ.get("ORDERS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -26,12 +27,7 @@ SERVER_URL = os.environ.get("ORDERS_TEST_POSTGRES", "postgresql://postgres@127.0
 @functools.cache
 def unreachable_reason() -> str:
     """Empty when the server answers; else one line saying why not."""
-    try:
-        with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error as error:
-        return f"PostgreSQL not reachable at {SERVER_URL}: {' '.join(str(error).split())[:200]}"
-    return ""
+    return unreachable(SERVER_URL)
 
 
 def leaves_out_postgres_tests() -> bool:
@@ -53,13 +49,12 @@ def require_server() -> None:
 
 
 def database_url(name: str) -> str:
-    parts = urlsplit(SERVER_URL)
-    return urlunsplit(parts._replace(path="/" + name))
+    return with_database(SERVER_URL, name)
 
 
 def drop_database(name: str) -> None:
     with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        connection.drop_database(admin, name)
 
 
 @contextmanager
@@ -78,11 +73,7 @@ def fresh_database() -> Iterator[str]:
     """The URL of a new, empty database, dropped at the end."""
     with fresh_database_name() as name:
         with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL(
-                    "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-                ).format(sql.Identifier(name))
-            )
+            connection.create_database(admin, name)
         yield database_url(name)
 
 

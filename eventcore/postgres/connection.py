@@ -73,6 +73,16 @@ def describe(error: BaseException, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+def unreachable(url: str, timeout: int = 3) -> str:
+    """Empty when the server at `url` answers; else one line saying why not (password hidden)."""
+    try:
+        with psycopg.connect(url, connect_timeout=timeout, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return f"PostgreSQL not reachable at {redact(url)}: {describe(error, url)[:200]}"
+    return ""
+
+
 @contextmanager
 def translated(url: str, what: str, kind: type[Exception] = Unavailable) -> Iterator[None]:
     """Turn a psycopg error raised inside the block into `kind` ("<what> unavailable: ...")."""
@@ -95,6 +105,25 @@ def connect(url: str, *, read_only: bool = False, application_name: str = "event
     return connection
 
 
+def create_database(admin: Connection, name: str) -> None:
+    """CREATE DATABASE `name` as the services expect it: UTF-8, C collation (byte order, like SQLite)."""
+    admin.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'").format(
+            sql.Identifier(name)
+        )
+    )
+
+
+def drop_database(admin: Connection, name: str) -> None:
+    """DROP DATABASE `name` if it exists, ending whatever sessions still use it."""
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` naming database `name` instead."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
 def create_database_if_missing(url: str) -> None:
     """CREATE DATABASE for the URL's database unless it exists (C collation: byte order, like SQLite)."""
     params = conninfo_to_dict(url)
@@ -104,11 +133,7 @@ def create_database_if_missing(url: str) -> None:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return
         try:
-            admin.execute(
-                sql.SQL(
-                    "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-                ).format(sql.Identifier(name))
-            )
+            create_database(admin, name)
             log.info("created database %s", name)
         except (errors.DuplicateDatabase, errors.UniqueViolation):  # another process created it meanwhile
             pass
