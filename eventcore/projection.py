@@ -209,7 +209,7 @@ class ProjectionRunner:
         held (0 when idle, or when every projection failed)."""
         if len(self._positions) != len(self._projections):
             self.prepare()
-        else:  # an operator may have retried a failed projection meanwhile
+        elif self._failed:  # an operator may have retried it meanwhile (only _apply fails one)
             self._failed = failed_projections(self._store.parked_streams())
         going = [self._positions[p.name] for p in self._projections if p.name not in self._failed]
         if not going:
