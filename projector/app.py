@@ -132,21 +132,18 @@ def follow(
     pending = list(rebuilds)
     while not stop.is_set():
         try:
-            read = runner.run_once()
-            rebuilt = 0
+            applied = runner.run_once()
             for rebuild in list(pending):
                 before = rebuild.position
                 if rebuild.step():
                     pending.remove(rebuild)
                     if not pending:
                         runner = _runner(runner.log_reader, runner.store, settings, list(PROJECTIONS))
-                rebuilt += rebuild.position - before
+                applied += rebuild.position - before
         except Unavailable as error:
             log.error("batch after positions %s failed, retrying: %s", runner.positions, error)
             stop.wait(settings.retry_interval)
             continue
-        if read < settings.batch_size and rebuilt == 0:
-            # A batch short of full read the whole log: wait rather than read it again. What was
-            # committed after that read was announced after it, so the wait returns at once for it.
+        if applied == 0:
             changes.wait(settings.idle_look)
     return runner
