@@ -58,7 +58,7 @@ StartFollowing = Callable[[int], Following]
 
 
 @pytest.fixture
-def start_following() -> Iterator[Callable[[int], Following]]:
+def start_following() -> Iterator[StartFollowing]:
     """Starts follow() in a thread with the given batch size; stops it after the test."""
     made: list[Following] = []
 
